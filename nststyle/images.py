@@ -1,0 +1,124 @@
+"""Image files <-> float tensors in [0, 1] (RGB, ``3xHxW``), with errors a user can read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or not an image (message is one line)."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any PIL mode (L, P, RGBA, CMYK, I;16, ...) to RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: PIL's convert("RGB") clips instead of rescaling.
+        scale = 1 / 257 if image.mode.startswith("I;16") else 1 / 65793
+        image = image.point(lambda v: v * scale).convert("L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file as RGB, or raise ``ImageError``."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"expected an image file, got a directory: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot read image {path}: {error}") from None
+
+
+def resize_max(image: torch.Tensor, max_size: int | None, multiple: int = 1) -> torch.Tensor:
+    """Downscale ``[B]x3xHxW`` so that the longer side is at most ``max_size`` (never upscale), then
+    resize H and W down to a multiple of ``multiple`` (encoder-decoders with strided layers need it)."""
+    h, w = image.shape[-2:]
+    if max_size and max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    if multiple > 1:
+        h, w = max(multiple, h - h % multiple), max(multiple, w - w % multiple)
+    if (h, w) == tuple(image.shape[-2:]):
+        return image
+    batch = image if image.dim() == 4 else image[None]
+    resized = F.interpolate(batch, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return resized if image.dim() == 4 else resized[0]
+
+
+def load_image(path: str | Path, max_size: int | None = None, multiple: int = 1) -> torch.Tensor:
+    """Read an image file as a ``3xHxW`` float tensor in [0, 1]."""
+    tensor = pil_to_tensor(open_image(path)).float().div_(255)
+    return resize_max(tensor, max_size, multiple)
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    """Write a ``3xHxW`` (or ``1x3xHxW``) tensor in [0, 1] to ``path``; parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"save_image takes one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    to_pil_image(image.detach().float().clamp(0, 1).cpu()).save(path)
+    return path
+
+
+def save_grid(images: list[torch.Tensor] | torch.Tensor, path: str | Path, nrow: int, size: int | None = 256,
+              padding: int = 2) -> Path:
+    """Save a contact sheet; images of different sizes are resized to ``size`` px tall."""
+    if size is not None:
+        images = [F.interpolate(im[None].float(), size=(size, max(1, round(size * im.shape[-1] / im.shape[-2]))),
+                                mode="bilinear", antialias=True, align_corners=False)[0] for im in images]
+        width = max(im.shape[-1] for im in images)
+        images = [F.pad(im, (0, width - im.shape[-1]), value=1.0) for im in images]
+    grid = make_grid([im.detach().cpu().clamp(0, 1) for im in images], nrow=nrow, padding=padding, pad_value=1.0)
+    return save_image(grid, path)
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """A file, or the sorted image files of a folder (non-recursive)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+        return files
+    if not path.exists():
+        raise ImageError(f"image not found: {path}")
+    return [path]
+
+
+def match_color(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Give ``source`` (``...x3xHxW``) the colour mean and covariance of ``target`` (Gatys' colour
+    preservation by linear colour transfer): x -> mu_t + C_t^1/2 C_s^-1/2 (x - mu_s)."""
+    def stats(x):
+        flat = x.reshape(*x.shape[:-2], -1).double()
+        mu = flat.mean(-1, keepdim=True)
+        centred = flat - mu
+        cov = centred @ centred.transpose(-1, -2) / max(flat.shape[-1] - 1, 1)
+        return flat, mu, centred, cov + eps * torch.eye(3, dtype=cov.dtype, device=cov.device)
+
+    def sqrtm(cov, power):
+        values, vectors = torch.linalg.eigh(cov)
+        return vectors @ torch.diag_embed(values.clamp_min(eps) ** power) @ vectors.transpose(-1, -2)
+
+    flat, mu_s, centred, cov_s = stats(source)
+    _, mu_t, _, cov_t = stats(target)
+    out = sqrtm(cov_t, 0.5) @ sqrtm(cov_s, -0.5) @ centred + mu_t
+    return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
