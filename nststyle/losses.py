@@ -104,7 +104,7 @@ def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 class GramLoss(StyleLoss):
     """Gatys et al.: ``1/(4 N^2 M^2) sum (G - A)^2`` = ``MMD^2[k=(x^T y)^2] / (4 N^2)`` (Li et al., eq. 9)."""
 
-    default_scale = 1e3
+    default_scale = 1e-5
 
     def summarize(self, x):
         return (_mean_and_gram(x)[1],)
@@ -118,7 +118,7 @@ class GramLoss(StyleLoss):
 class LinearMMDLoss(StyleLoss):
     """MMD^2 with ``k(x, y) = x^T y``: the squared difference of the means, over ``Z = N``."""
 
-    default_scale = 1.0
+    default_scale = 2.0
 
     def summarize(self, x):
         return (x.mean(1),)
@@ -135,7 +135,7 @@ class PolyMMDLoss(StyleLoss):
     ``G = X^T X / M``: linear in the number of positions instead of quadratic.
     """
 
-    default_scale = 1e3
+    default_scale = 3e-6
 
     def __init__(self, layer_weights=None, scale=None, c: float = 1.0, d: int = 2):
         super().__init__(layer_weights, scale)
@@ -158,7 +158,7 @@ class GaussianMMDLoss(StyleLoss):
     (Gretton et al. 2012) over ``K`` disjoint pairs of sampled positions; sigma^2 is the mean squared
     distance of the sampled pairs (per sample, not differentiated). Stochastic: a new draw per call."""
 
-    default_scale = 1e3
+    default_scale = 2e6
 
     def __init__(self, layer_weights=None, scale=None, max_pairs: int = 4096, generator: torch.Generator | None = None):
         super().__init__(layer_weights, scale)
@@ -234,7 +234,7 @@ class W2Loss(StyleLoss):
     fewer positions than channels) keep finite gradients.
     """
 
-    default_scale = 1e-1
+    default_scale = 2e-3
 
     def __init__(self, layer_weights=None, scale=None, floor: float = 1e-8):
         super().__init__(layer_weights, scale)
