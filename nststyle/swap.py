@@ -55,6 +55,14 @@ def style_patch_norms(style: torch.Tensor, patch_size: int, stride: int, eps: fl
     return squared.squeeze(1).clamp_min(0).sqrt().clamp_min(eps)
 
 
+def _shifted_sum(view_at, count: int) -> torch.Tensor:
+    """``view_at(0) + ... + view_at(count - 1)``, accumulated in place (one buffer, not count)."""
+    total = view_at(0).clone(memory_format=torch.contiguous_format)
+    for offset in range(1, count):
+        total += view_at(offset)
+    return total
+
+
 def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: int = 3, stride: int = 1,
                        chunk_size: int | None = None, eps: float = 1e-8) -> torch.Tensor:
     """Index (row-major in the style patch grid) of the best-matching style patch for every content
@@ -79,11 +87,11 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
         # pixel[b, y, x, r, c] = <content[b, :, y, x], band[b, :, r, c]>
         pixel = (content_pixels @ band.flatten(2)).view(batch, height, width, band.shape[-2], band.shape[-1])
         # patch score = sum over offsets (dy, dx) of pixel[y*s+dy, x*s+dx, r*s+dy, c*s+dx]; separable.
-        along_x = sum(pixel[:, :, _strided(dx, cols_c, s), :, _strided(dx, cols_s, s)] for dx in range(k))
+        along_x = _shifted_sum(lambda dx: pixel[:, :, _strided(dx, cols_c, s), :, _strided(dx, cols_s, s)], k)
         del pixel
-        score = sum(along_x[:, _strided(dy, rows_c, s), :, _strided(dy, rows, s)] for dy in range(k))
+        score = _shifted_sum(lambda dy: along_x[:, _strided(dy, rows_c, s), :, _strided(dy, rows, s)], k)
         del along_x
-        score = score * inverse_norms[:, None, None, first: first + rows]  # B x rows_c x cols_c x rows x cols_s
+        score *= inverse_norms[:, None, None, first: first + rows]  # B x rows_c x cols_c x rows x cols_s
         chunk_best, chunk_index = score.reshape(batch, rows_c * cols_c, rows * cols_s).max(-1)
         better = chunk_best > best_score  # strict: ties keep the earlier (lower) index, like a plain argmax
         best_score = torch.where(better, chunk_best, best_score)
