@@ -1,0 +1,104 @@
+"""LightningDataModule over nststyle.data: (content, style) training batches and fixed validation pairs."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nststyle.data import BadSampleCounter, Epochs, PairBatches, expand_shards, fixed_images
+
+
+class StyleTransferDataModule(L.LightningDataModule):
+    """Pairs of random ``image_size`` crops from two shard sets.
+
+    ``content_shards`` / ``style_shards``: brace patterns or globs of WebDataset tar shards, e.g.
+    ``data/sample/content-{000000..000007}.tar``. Training: endless shuffled streams, each DDP rank and
+    loader worker reading its own shards; an epoch is ``train_batches_per_epoch`` batches of the
+    stream. Validation: the first ``val_pairs`` images of the (sorted) validation shards, centre-cropped,
+    the same every run (``val_*_shards`` default to the training shards).
+
+    Shards can be made on the fly in ``prepare_data``: ``sample_dir`` builds the embedded sample set
+    there when missing (and the shard patterns default to it); ``content_dir`` / ``style_dir`` turn
+    image folders into shards under ``cache_dir`` (rebuilt when the folder's files change).
+    """
+
+    def __init__(self, content_shards: str | None = None, style_shards: str | None = None, image_size: int = 256,
+                 batch_size: int = 8, num_workers: int = 2, val_pairs: int = 8, train_batches_per_epoch: int = 1000,
+                 max_scale: float = 2.0, shuffle_buffer: int = 256, seed: int | None = None,
+                 val_content_shards: str | None = None, val_style_shards: str | None = None,
+                 sample_dir: str | None = None, content_dir: str | None = None, style_dir: str | None = None,
+                 cache_dir: str = "data/cache", shard_size: int = 512, shard_workers: int | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.content_shards = content_shards or self._default_pattern("content", content_dir)
+        self.style_shards = style_shards or self._default_pattern("style", style_dir)
+        if not self.content_shards or not self.style_shards:
+            raise ValueError("StyleTransferDataModule needs content_shards and style_shards "
+                             "(or sample_dir, or content_dir and style_dir)")
+        self.bad_samples = BadSampleCounter("samples")
+        self._train = None
+        self._val = None
+
+    # --------------------------------------------------------------------- shards made on the fly
+
+    def _folder_cache(self, kind: str, folder: str) -> Path:
+        # one cache per source folder, so switching folders never rebuilds or mixes shards
+        digest = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:10]
+        return Path(self.hparams.cache_dir) / f"{kind}-{Path(folder).name}-{digest}"
+
+    def _default_pattern(self, kind: str, folder: str | None) -> str | None:
+        if folder:
+            return str(self._folder_cache(kind, folder) / f"{kind}-*.tar")
+        if self.hparams.sample_dir:
+            from nststyle.sample_set import sample_patterns
+
+            return sample_patterns(self.hparams.sample_dir)[kind == "style"]
+        return None
+
+    def prepare_data(self) -> None:
+        """Build the sample set / folder shards when configured and missing (local rank 0 only)."""
+        if self.hparams.sample_dir:
+            from nststyle.sample_set import build_sample_set
+
+            build_sample_set(self.hparams.sample_dir, progress=True)
+        for kind, folder in (("content", self.hparams.content_dir), ("style", self.hparams.style_dir)):
+            if folder:
+                from nststyle.shards import make_shards
+
+                make_shards([folder], self._folder_cache(kind, folder), prefix=kind, size=self.hparams.shard_size,
+                            workers=self.hparams.shard_workers, on_mismatch="rebuild")
+
+    # --------------------------------------------------------------------- loaders
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        content, style = expand_shards(self.content_shards), expand_shards(self.style_shards)
+        if self._train is None:
+            self._pairs = PairBatches(content, style, hp.image_size, hp.batch_size, hp.max_scale,
+                                      hp.shuffle_buffer, hp.seed, bad_samples=self.bad_samples)
+        if self._val is None:
+            val_content = expand_shards(hp.val_content_shards) if hp.val_content_shards else content
+            val_style = expand_shards(hp.val_style_shards) if hp.val_style_shards else style
+            self._val = (fixed_images(val_content, hp.val_pairs, hp.image_size, self.bad_samples),
+                         fixed_images(val_style, hp.val_pairs, hp.image_size, self.bad_samples))
+
+    def train_dataloader(self) -> Epochs:
+        if self._train is None:
+            workers = self.hparams.num_workers
+            loader = DataLoader(self._pairs, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                                pin_memory=torch.cuda.is_available())
+            # one endless loader; Lightning sees epochs of train_batches_per_epoch batches
+            self._train = Epochs(loader, self.hparams.train_batches_per_epoch)
+        return self._train
+
+    def val_dataloader(self) -> DataLoader:
+        content, style = self._val
+        return DataLoader(TensorDataset(content, style), batch_size=min(self.hparams.batch_size, len(content)))
+
+    @property
+    def val_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed validation pairs (content, style), ``val_pairs x 3 x S x S``: for image grids."""
+        return self._val
