@@ -1,0 +1,71 @@
+"""Callbacks: image grids of the fixed validation pairs to the logger."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from ..images import save_grid
+
+
+class ImageGridLogger(pl.Callback):
+    """After every validation run, stylise the first validation batch (the datamodule's fixed pairs)
+    and log one grid, a row per pair: ``content | style | output | prior samples...``.
+
+    Prior samples use codes drawn once from a seeded generator, so grids of successive steps show the
+    same styles evolving. The module must provide ``stylize(content, style)`` and may provide
+    ``sample_prior(content, z)`` with ``net.style_dim``; without the latter (e.g. the inverse network)
+    the rows are ``content | style | output``.
+
+    W&B gets a ``wandb.Image``; any other logger (or none) gets a JPEG in ``<log_dir>/images/``.
+    """
+
+    def __init__(self, max_pairs: int = 4, prior_samples: int | None = None, seed: int = 0, tile_size: int = 128):
+        self.max_pairs, self.prior_samples, self.seed, self.tile_size = max_pairs, prior_samples, seed, tile_size
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and dataloader_idx == 0 and self.batch is None:
+            content, style = batch
+            self.batch = (content[: self.max_pairs].detach(), style[: self.max_pairs].detach())
+
+    def prior_codes(self, pl_module) -> torch.Tensor | None:
+        count = self.prior_samples if self.prior_samples is not None else pl_module.hparams.get("prior_samples", 0)
+        if not count or not hasattr(pl_module, "sample_prior"):
+            return None
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randn(count, pl_module.net.style_dim, generator=generator)
+
+    @torch.no_grad()
+    def render(self, pl_module) -> tuple[list[torch.Tensor], int]:
+        content, style = (t.to(pl_module.device) for t in self.batch)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            columns = [content, style, pl_module.stylize(content, style)]
+            codes = self.prior_codes(pl_module)
+            if codes is not None:
+                columns += [pl_module.sample_prior(content, z[None].to(pl_module.device)) for z in codes]
+        finally:
+            pl_module.train(was_training)
+        tiles = [column[row].float().cpu() for row in range(len(content)) for column in columns]
+        return tiles, len(columns)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self.batch is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        tiles, ncols = self.render(pl_module)
+        step = trainer.global_step
+        path = Path(self.image_dir(trainer)) / f"val_step{step:07d}.jpg"
+        save_grid(tiles, path, nrow=ncols, size=self.tile_size)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                caption = "content | style | output" + (" | prior samples" if ncols > 3 else "")
+                logger.log_image("val/grid", [str(path)], step=step, caption=[caption])
+
+    @staticmethod
+    def image_dir(trainer) -> str:
+        root = trainer.log_dir if trainer.loggers and trainer.log_dir else trainer.default_root_dir
+        return str(Path(root) / "images")

@@ -1,0 +1,170 @@
+"""LightningModule training ``VariationalStyleNet`` with losses measured by a frozen VGG-19.
+
+    loss = content_weight * MSE(relu4_2)          (perceptual content)
+         + style_weight   * style_loss(layers)    (Gram by default; any kind or fusion of nststyle.losses)
+         + kl_weight * min(1, step / kl_warmup_steps) * KL(q(z|s) || N(0, I))
+         + tv_weight * TV(output)                  (optional)
+
+Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
+(what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
+it, ``checkpoint["config"]`` with the resolved Hydra config. The frozen VGG weights are left out of
+checkpoints (they are rebuilt from ``vgg_weights``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import lightning.pytorch as pl
+import torch
+
+from ..features import CONTENT_LAYER, VGGEncoder
+from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
+from ..models.variational import VariationalStyleNet
+
+# The paper's style layers: Gram matrices of the VGG layers up to relu4_2 (which is the content layer).
+PAPER_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
+
+
+def plain(value):
+    """DictConfig/ListConfig -> dict/list (without importing omegaconf: the library stays Hydra-free)."""
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [plain(item) for item in value]
+    return value
+
+
+def lr_lambda(kind: str, total_steps: int, warmup_steps: int = 0, decay: float = 5e-5, min_factor: float = 0.0):
+    """Step -> LR factor. ``inverse``: AdaIN's ``1 / (1 + decay * step)``; ``cosine``: to ``min_factor``
+    at ``total_steps``; ``constant``. All with an optional linear warm-up."""
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if kind == "constant":
+            return warm
+        if kind == "inverse":
+            return warm / (1.0 + decay * step)
+        if kind == "cosine":
+            progress = min(1.0, step / max(1, total_steps))
+            return warm * (min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        raise ValueError(f"unknown scheduler {kind!r} (constant, inverse, cosine)")
+    return factor
+
+
+class VariationalStyleTransfer(pl.LightningModule):
+    """Args:
+        net: ``VariationalStyleNet`` keyword arguments (widths, depths, norms).
+        style_dim: size of the style code (overrides ``net["style_dim"]``; at the top level so that
+            sweeps read ``model.style_dim=8,64``).
+        loss: ``{"kind": "gram" | "w2" | "bn+mmd_poly" | ..., **options}`` (a ``conf/loss`` entry).
+        style_layers: VGG layer -> weight for the style loss (default: relu1_1..relu4_1, as in the paper).
+        vgg_weights: ``caffe`` (real training), ``torchvision``, a ``.pth`` path or ``random`` (tests).
+        optimizer: Adam keyword arguments (``lr``, ``betas``, ``weight_decay``).
+        scheduler: ``{"kind": "inverse" | "cosine" | "constant", "warmup_steps", "decay", "min_factor"}``.
+        prior_samples: prior draws shown in the image grids.
+    """
+
+    model_kind = "variational"
+
+    def __init__(self, net: dict | None = None, style_dim: int | None = None, loss: dict | None = None,
+                 style_layers: dict | None = None,
+                 content_layer: str = CONTENT_LAYER, vgg_weights: str = "caffe", content_weight: float = 1.0,
+                 style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
+                 tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
+                 prior_samples: int = 3):
+        super().__init__()
+        net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
+        if style_dim is not None:
+            net["style_dim"] = style_dim
+        style_layers = plain(style_layers or PAPER_STYLE_LAYERS)
+        self.save_hyperparameters({"net": net, "loss": loss, "style_layers": style_layers,
+                                   "content_layer": content_layer, "vgg_weights": vgg_weights,
+                                   "content_weight": content_weight, "style_weight": style_weight,
+                                   "kl_weight": kl_weight, "kl_warmup_steps": kl_warmup_steps,
+                                   "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
+                                   "scheduler": plain(scheduler or {"kind": "constant"}),
+                                   "prior_samples": prior_samples})
+        self.net = VariationalStyleNet(**net)
+        options = dict(loss)
+        self.style_loss = style_loss(options.pop("kind"), style_layers, **options)
+        self.content_loss = ContentLoss(content_layer)
+        self.vgg = VGGEncoder(tuple(self.style_loss.layers) + (content_layer,), weights=vgg_weights)
+        self.run_config: dict | None = None  # the resolved Hydra config; train.py sets it
+
+    # -- losses ------------------------------------------------------------------------------------
+    def kl_factor(self, step: int | None = None) -> float:
+        """KL weight at ``step`` (default: the current global step), ramped up linearly."""
+        step = self.global_step if step is None else step
+        warmup = self.hparams.kl_warmup_steps
+        return self.hparams.kl_weight * (min(1.0, step / warmup) if warmup > 0 else 1.0)
+
+    def losses(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All loss terms for a batch of (content, style) pairs; one VGG pass for both targets."""
+        with torch.no_grad():
+            # Targets of content and style images in one batched pass, computed once per step.
+            targets = self.vgg(torch.cat([content, style]))
+            self.content_loss.set_target({k: v[: len(content)] for k, v in targets.items()})
+            self.style_loss.set_target({k: v[len(content):] for k, v in targets.items()})
+        output, mu, logvar = self.net(content, style)
+        features = self.vgg(output)
+        terms = {"content": self.content_loss(features), "style": self.style_loss(features),
+                 "kl": kl_divergence(mu.float(), logvar.float())}
+        total = (self.hparams.content_weight * terms["content"] + self.hparams.style_weight * terms["style"]
+                 + self.kl_factor() * terms["kl"])
+        if self.hparams.tv_weight:
+            terms["tv"] = total_variation(output.float())
+            total = total + self.hparams.tv_weight * terms["tv"]
+        terms["loss"] = total
+        # Diagnostics of the code distribution (no gradient): prior samples are only meaningful when
+        # the posterior means spread like N(0, I) (norm ~ sqrt(style_dim)) rather than far beyond it.
+        terms["mu_norm"] = mu.detach().float().norm(dim=1).mean()
+        terms["sigma"] = (0.5 * logvar.detach().float()).exp().mean()
+        return terms
+
+    def training_step(self, batch, batch_idx):
+        content, style = batch
+        terms = self.losses(content, style)
+        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()},
+                      prog_bar=False, batch_size=len(content))
+        self.log("loss", terms["loss"].detach(), prog_bar=True, logger=False, batch_size=len(content))
+        self.log("train/kl_weight", self.kl_factor(), batch_size=len(content))
+        return terms["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        content, style = batch
+        terms = self.losses(content, style)  # eval mode: z = mu
+        self.log_dict({f"val/{name}": value for name, value in terms.items()}, batch_size=len(content),
+                      sync_dist=True)
+
+    # -- optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.net.parameters(), **self.hparams.optimizer)
+        options = dict(self.hparams.scheduler)
+        kind = options.pop("kind", "constant")
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 100_000
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, total, **options))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- inference helpers used by the image-grid callback -----------------------------------------
+    @torch.no_grad()
+    def stylize(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.net.encode_style(style)
+        return self.net.decode(content, mu)
+
+    @torch.no_grad()
+    def sample_prior(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(content, z)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [key for key in state if key.startswith("vgg.")]:
+            del state[key]  # frozen and rebuilt from vgg_weights: keeps checkpoints small
+        checkpoint["nststyle"] = {"kind": self.model_kind, "net": dict(self.hparams.net),
+                                  "vgg_weights": self.hparams.vgg_weights}
+        if self.run_config is not None:
+            checkpoint["config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"].update({f"vgg.{key}": value for key, value in self.vgg.state_dict().items()})
+        self.run_config = checkpoint.get("config", self.run_config)

@@ -1,0 +1,240 @@
+"""Variational style transfer network (Schopohl & Fuchsgruber; DESIGN.md §4).
+
+    content --Ec--> spatial code + skips ----------------------------.
+    style   --Es--> (mu, logvar) --z--> mapping --> AdaIN (mean, std) of every decoder conv
+                                                   decoder: bottleneck res blocks -> upsampling convs -> RGB
+
+Plain ``nn.Module``s without data-dependent Python control flow (``self.training`` is the only branch,
+constant once the model is in eval mode), so TorchScript tracing and ONNX export see one graph.
+All sizes are constructor arguments; ``VariationalStyleNet(**config)`` rebuilds a model from the dict
+stored in a checkpoint.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)  # up to 8 groups that divide the channels
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown normalisation {kind!r} (instance, batch, group, none)")
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    # Reflection padding: zero padding leaves dark frames around stylised images.
+    return nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, padding_mode="reflect")
+
+
+class ResBlock(nn.Module):
+    """Pre-activation-free residual block (conv-norm-relu-conv-norm + shortcut); ``stride=2`` halves the map."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "instance"):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3x3(in_channels, out_channels, stride), norm_layer(norm, out_channels), nn.ReLU(inplace=True),
+            conv3x3(out_channels, out_channels), norm_layer(norm, out_channels))
+        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
+                         else nn.Conv2d(in_channels, out_channels, 1, stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def stage_widths(width: int, downsamplings: int, max_width: int) -> list[int]:
+    """Channel count at each resolution level: full size, 1/2, 1/4, ... (doubling, capped)."""
+    return [min(width * 2 ** level, max_width) for level in range(downsamplings + 1)]
+
+
+class Encoder(nn.Module):
+    """Stem conv, then per level one strided residual block and ``blocks_per_level - 1`` plain ones.
+
+    Returns the feature map of every level, finest first; the last one (1/2^downsamplings size) is the
+    code, the others are the U-Net skips."""
+
+    def __init__(self, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1, max_width: int = 256,
+                 norm: str = "instance", in_channels: int = 3):
+        super().__init__()
+        self.widths = stage_widths(width, downsamplings, max_width)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, padding=3, padding_mode="reflect"),
+                                  norm_layer(norm, width), nn.ReLU(inplace=True))
+        self.levels = nn.ModuleList(
+            nn.Sequential(ResBlock(c_in, c_out, stride=2, norm=norm),
+                          *[ResBlock(c_out, c_out, norm=norm) for _ in range(blocks_per_level - 1)])
+            for c_in, c_out in zip(self.widths[:-1], self.widths[1:]))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        features = [self.stem(images)]
+        for level in self.levels:
+            features.append(level(features[-1]))
+        return features
+
+
+class StyleEncoder(nn.Module):
+    """Es: an ``Encoder`` (no normalisation by default: instance norm would erase the very statistics
+    that make the style) ending in adaptive pooling -> linear -> (mu, logvar) of the style code.
+
+    ``pooling="mean_std"`` pools channel means and standard deviations (AdaIN's style statistics);
+    ``"mean"`` is plain global average pooling."""
+
+    def __init__(self, style_dim: int = 64, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1,
+                 max_width: int = 256, norm: str = "none", pooling: str = "mean_std"):
+        super().__init__()
+        if pooling not in ("mean", "mean_std"):
+            raise ValueError(f"unknown style pooling {pooling!r} (mean, mean_std)")
+        self.encoder = Encoder(width, downsamplings, blocks_per_level, max_width, norm)
+        self.pooling = pooling
+        channels = self.encoder.widths[-1] * (2 if pooling == "mean_std" else 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.to_gaussian = nn.Linear(channels, 2 * style_dim)
+
+    def forward(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.encoder(style)[-1]
+        mean = self.pool(x).flatten(1)
+        if self.pooling == "mean_std":
+            std = (self.pool(x * x).flatten(1) - mean * mean).clamp_min(1e-6).sqrt()
+            mean = torch.cat([mean, std], dim=1)
+        mu, logvar = self.to_gaussian(mean).chunk(2, dim=1)
+        return mu, logvar
+
+
+class AdaIN(nn.Module):
+    """Instance-normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
+    The std is parameterised as 1 + a (zero-initialised map) so an untrained layer is plain IN."""
+
+    def __init__(self, channels: int, w_dim: int):
+        super().__init__()
+        self.to_stats = nn.Linear(w_dim, 2 * channels)
+        nn.init.zeros_(self.to_stats.weight)
+        nn.init.zeros_(self.to_stats.bias)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.to_stats(w)[:, :, None, None].chunk(2, dim=1)
+        return F.instance_norm(x, eps=1e-5) * (1 + scale) + shift
+
+
+class AdaINResBlock(nn.Module):
+    """Bottleneck block of the decoder: (AdaIN -> ReLU -> conv) twice, plus the identity."""
+
+    def __init__(self, channels: int, w_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = AdaIN(channels, w_dim), conv3x3(channels, channels)
+        self.norm2, self.conv2 = AdaIN(channels, w_dim), conv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(self.norm1(x, w)))
+        return x + self.conv2(F.relu(self.norm2(h, w)))
+
+
+class UpBlock(nn.Module):
+    """AdaIN -> nearest x2 -> conv (the upsampling convolution); then, with a skip, concatenate the
+    content encoder's map of that size and fuse with AdaIN -> conv. Every conv sees styled input."""
+
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int):
+        super().__init__()
+        self.norm_up, self.conv_up = AdaIN(in_channels, w_dim), conv3x3(in_channels, out_channels)
+        self.fuse = skip_channels > 0
+        if self.fuse:
+            self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim)
+            self.conv_fuse = conv3x3(out_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.interpolate(self.norm_up(x, w), scale_factor=2.0, mode="nearest")
+        x = F.relu(self.conv_up(x))
+        if self.fuse:
+            x = F.relu(self.conv_fuse(self.norm_fuse(torch.cat([x, skip], dim=1), w)))
+        return x
+
+
+class MappingNetwork(nn.Module):
+    """z -> w shared by all AdaIN layers. ``layers=0`` is the identity (AdaIN stats linear in z, as in
+    the paper); a small MLP lets the low-dimensional code reach a richer set of AdaIN statistics."""
+
+    def __init__(self, style_dim: int, hidden: int = 128, layers: int = 2):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        dim = style_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(dim, hidden), nn.LeakyReLU(0.2, inplace=True)]
+            dim = hidden
+        self.net = nn.Sequential(*blocks)
+        self.out_dim = dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Decoder(nn.Module):
+    """Bottleneck AdaIN residual blocks at the code's resolution, then one ``UpBlock`` per level (with
+    the matching content skip when ``skips``), then a conv to RGB and a sigmoid (output in [0, 1])."""
+
+    def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
+                 mapping_layers: int = 2, mapping_hidden: int = 128):
+        super().__init__()
+        self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
+        w_dim = self.mapping.out_dim
+        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim) for _ in range(bottleneck_blocks))
+        # Up blocks go coarse -> fine: from level l+1 to level l, taking skip l.
+        self.ups = nn.ModuleList(
+            UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim)
+            for level in reversed(range(len(widths) - 1)))
+        self.to_rgb = nn.Conv2d(widths[0], 3, 7, padding=3, padding_mode="reflect")
+
+    def forward(self, content_features: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        w = self.mapping(z)
+        x = content_features[-1]
+        for block in self.bottleneck:
+            x = block(x, w)
+        for up, skip in zip(self.ups, reversed(content_features[:-1])):
+            x = up(x, w, skip)
+        return torch.sigmoid(self.to_rgb(x))
+
+
+class VariationalStyleNet(nn.Module):
+    """Ec + Es + decoder. Images are ``Bx3xHxW`` in [0, 1] with H, W multiples of ``self.multiple``.
+
+    - ``encode_style(style) -> (mu, logvar)``; ``sample_code(mu, logvar)`` reparameterises in training
+      and returns ``mu`` in eval mode.
+    - ``decode(content, z)``: stylise ``content`` with codes ``z`` (``Bxstyle_dim``, or ``1xstyle_dim``
+      broadcast to the batch).
+    - ``forward(content, style) -> (output, mu, logvar)``.
+    """
+
+    def __init__(self, style_dim: int = 64, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1,
+                 max_width: int = 256, bottleneck_blocks: int = 2, skips: bool = True,
+                 content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
+                 style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128):
+        super().__init__()
+        self.style_dim = style_dim
+        self.multiple = 2 ** downsamplings
+        self.content_encoder = Encoder(width, downsamplings, blocks_per_level, max_width, content_norm)
+        self.style_encoder = StyleEncoder(style_dim, style_width or width, downsamplings, blocks_per_level,
+                                          max_width, style_norm, style_pooling)
+        self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
+                               mapping_layers, mapping_hidden)
+
+    def encode_style(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.style_encoder(style)
+
+    def sample_code(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+    def decode(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z = z.expand(content.shape[0], -1)
+        return self.decoder(self.content_encoder(content), z)
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode_style(style)
+        return self.decode(content, self.sample_code(mu, logvar)), mu, logvar

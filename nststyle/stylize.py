@@ -1,0 +1,300 @@
+"""Feed-forward stylisation from a checkpoint: stylise, mix, sample, interpolate.
+
+    stylizer = load_stylizer("last.ckpt")              # the checkpoint alone is enough
+    out = stylizer.stylize(content, style, alpha=0.8)  # Bx3xHxW in [0, 1]
+    run_stylize(stylizer, "photos/", ["a.jpg", "b.jpg"], "out/result.png")   # files + contact sheet
+
+Checkpoint contract (written by the LightningModules in ``nststyle.lit``)::
+
+    checkpoint["nststyle"] = {"kind": "<model kind>", "net": {constructor kwargs}, ...}
+    checkpoint["state_dict"]  # Lightning's, the network under the prefix "net."
+    checkpoint["config"]      # the resolved Hydra config of the run (informational)
+
+``kind`` selects the stylizer class in ``STYLIZERS``. Adding a model kind (e.g. the style-swap
+inverse network) means writing one ``Stylizer`` subclass with ``from_checkpoint`` and ``stylize``
+and registering it with ``@register("inverse")``; the ``run_*`` drivers and ``infer.py`` then work
+unchanged for ``mode=stylize``. Modes a model cannot do (``mix``, ``sample``, ``interpolate`` need a
+style latent space) raise ``StylizeError`` with a one-line message from the base class.
+
+This module imports neither Lightning nor Hydra.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
+from .models.variational import VariationalStyleNet
+
+
+class StylizeError(ValueError):
+    """A checkpoint or request that cannot be served (message is one line)."""
+
+
+STYLIZERS: dict[str, type["Stylizer"]] = {}
+
+
+def register(kind: str):
+    """Class decorator: ``@register("variational")`` makes checkpoints of that kind loadable."""
+    def add(cls):
+        STYLIZERS[kind] = cls
+        cls.kind = kind
+        return cls
+    return add
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise StylizeError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (pickle, zip and torch errors all mean "not a checkpoint")
+        raise StylizeError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or "nststyle" not in checkpoint or "state_dict" not in checkpoint:
+        raise StylizeError(f"{path} is not an nststyle checkpoint (no 'nststyle' model description)")
+    return checkpoint
+
+
+def submodule_state(state_dict: dict, prefix: str = "net.") -> dict:
+    """The entries of a LightningModule state dict that belong to ``prefix`` (prefix removed)."""
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def load_stylizer(path: str | Path, device: str | torch.device | None = None) -> "Stylizer":
+    """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``."""
+    checkpoint = read_checkpoint(path)
+    kind = checkpoint["nststyle"].get("kind")
+    if kind not in STYLIZERS:
+        raise StylizeError(f"checkpoint {path} holds a {kind!r} model; this version knows {', '.join(STYLIZERS)}")
+    return STYLIZERS[kind].from_checkpoint(checkpoint, torch.device(device) if device else default_device())
+
+
+class Stylizer:
+    """Base class. Subclasses set ``multiple`` (input H, W are resized to multiples of it) and
+    implement ``from_checkpoint`` and ``stylize``; latent-space operations are optional."""
+
+    kind = "base"
+    multiple = 1
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "Stylizer":
+        raise NotImplementedError
+
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """``content`` Bx3xHxW, ``style`` 1x3xH'xW' (or B of them) -> Bx3xHxW."""
+        raise NotImplementedError
+
+    def _unsupported(self, mode: str):
+        raise StylizeError(f"mode={mode} needs a model with a style latent space; this checkpoint is a {self.kind!r} model")
+
+    def mix(self, content, styles, weights):
+        self._unsupported("mix")
+
+    def sample(self, content, count, seed=0, temperature=1.0):
+        self._unsupported("sample")
+
+    def interpolate(self, content, style_a, style_b, steps, method="slerp"):
+        self._unsupported("interpolate")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of codes (keeps the norm typical of Gaussian samples along the path)."""
+    a_unit, b_unit = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((a_unit * b_unit).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    if float(omega.abs().max()) < 1e-4:
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@register("variational")
+class VariationalStylizer(Stylizer):
+    """The variational AdaIN model: every operation is a style code ``z`` fed to ``decode``."""
+
+    def __init__(self, net: VariationalStyleNet, device: torch.device):
+        super().__init__(device)
+        self.net = net.to(device).eval()
+        self.multiple = net.multiple
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "VariationalStylizer":
+        net = VariationalStyleNet(**checkpoint["nststyle"]["net"])
+        net.load_state_dict(submodule_state(checkpoint["state_dict"]))
+        return cls(net, device)
+
+    @torch.no_grad()
+    def style_code(self, style: torch.Tensor) -> torch.Tensor:
+        """Posterior mean of the style code: ``Bx3xHxW`` -> ``Bxstyle_dim``."""
+        return self.net.encode_style(style.to(self.device))[0]
+
+    @torch.no_grad()
+    def decode(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(content.to(self.device), z.to(self.device))
+
+    def stylize(self, content, style, alpha=1.0):
+        z = self.style_code(style)
+        if alpha != 1.0:
+            # alpha < 1 moves towards the content's own style code (its "style" as Es sees it)
+            z = torch.lerp(self.style_code(content), z, alpha)
+        return self.decode(content, z)
+
+    def mix(self, content, styles, weights):
+        weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        codes = torch.cat([self.style_code(style) for style in styles])
+        return self.decode(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
+
+    def sample(self, content, count, seed=0, temperature=1.0):
+        generator = torch.Generator().manual_seed(seed)
+        codes = temperature * torch.randn(count, self.net.style_dim, generator=generator)
+        return [self.decode(content, z[None]) for z in codes]
+
+    def interpolate(self, content, style_a, style_b, steps, method="slerp"):
+        if method not in ("lerp", "slerp"):
+            raise StylizeError(f"interpolation must be lerp or slerp, got {method!r}")
+        a, b = self.style_code(style_a), self.style_code(style_b)
+        mixer = slerp if method == "slerp" else torch.lerp
+        return [self.decode(content, mixer(a, b, float(t))) for t in torch.linspace(0, 1, steps)]
+
+
+# -- drivers: files in, files out (what infer.py calls) ----------------------------------------------
+
+@dataclass
+class Written:
+    """What a driver wrote, for the one-line summary."""
+    images: list[Path] = field(default_factory=list)
+    grid: Path | None = None
+    seconds: float = 0.0
+
+    def summary(self, mode: str) -> str:
+        grid = f" + contact sheet {self.grid}" if self.grid else ""
+        first = self.images[0] if len(self.images) == 1 else f"{self.images[0].parent}/"
+        return f"{mode}: wrote {len(self.images)} image(s) to {first}{grid} in {self.seconds:.2f} s"
+
+
+def output_path(output: str | Path, *tags: str) -> Path:
+    """``out/result.png`` + tags -> ``out/result_tag1_tag2.png``."""
+    output = Path(output)
+    suffix = output.suffix or ".png"
+    return output.with_name("_".join([output.stem, *tags]) + suffix)
+
+
+def grid_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(f"{output.stem}_grid.jpg")
+
+
+def _load(path: Path, stylizer: Stylizer, max_size: int | None) -> torch.Tensor:
+    return load_image(path, max_size=max_size, multiple=stylizer.multiple)[None]
+
+
+def _style_images(styles, max_size) -> list[tuple[Path, torch.Tensor]]:
+    paths = [path for style in ([styles] if isinstance(styles, (str, Path)) else styles)
+             for path in list_images(style)]
+    if not paths:
+        raise ImageError("no style image given")
+    return [(path, load_image(path, max_size=max_size)[None]) for path in paths]
+
+
+def _colour_matched(style: torch.Tensor, content: torch.Tensor, preserve_color: bool) -> torch.Tensor:
+    # Colour preservation as in Gatys et al. / AdaIN: give the style image the content's colour
+    # statistics before encoding it, so only texture and brushwork are transferred.
+    return match_color(style, content) if preserve_color else style
+
+
+def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0, preserve_color: bool = False,
+                max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256) -> Written:
+    """Every content file (or folder) x every style file. One pair writes exactly ``output``; several
+    write ``<output stem>_<content>_<style>.<ext>`` plus a contact sheet (row per content:
+    content, then one column per style, under a header row of the styles)."""
+    start = time.perf_counter()
+    contents = list_images(content)
+    style_list = _style_images(styles, style_size or max_size)
+    single = len(contents) == 1 and len(style_list) == 1
+    written, sheet = Written(), [torch.ones(3, 8, 8)] + [style[0] for _, style in style_list]
+    for content_path in contents:
+        image = _load(content_path, stylizer, max_size)
+        sheet.append(image[0])
+        for style_path, style in style_list:
+            result = stylizer.stylize(image, _colour_matched(style, image, preserve_color), alpha).cpu()
+            path = Path(output) if single else output_path(output, content_path.stem, style_path.stem)
+            written.images.append(save_image(result, path))
+            sheet.append(result[0])
+    if not single:
+        written.grid = save_grid(sheet, grid_path(output), nrow=len(style_list) + 1, size=grid_size)
+    written.seconds = time.perf_counter() - start
+    return written
+
+
+def run_mix(stylizer: Stylizer, content, styles, output, weights=None, preserve_color: bool = False,
+            max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256) -> Written:
+    """One output per content with the weighted mixture of the styles' codes (equal weights by default)."""
+    start = time.perf_counter()
+    style_list = _style_images(styles, style_size or max_size)
+    weights = list(weights) if weights is not None else [1.0] * len(style_list)
+    if len(weights) != len(style_list) or sum(weights) <= 0:
+        raise StylizeError(f"mix: got {len(weights)} weight(s) for {len(style_list)} style(s); weights must sum > 0")
+    contents = list_images(content)
+    written, sheet = Written(), []
+    for content_path in contents:
+        image = _load(content_path, stylizer, max_size)
+        result = stylizer.mix(image, [_colour_matched(s, image, preserve_color) for _, s in style_list], weights).cpu()
+        path = Path(output) if len(contents) == 1 else output_path(output, content_path.stem)
+        written.images.append(save_image(result, path))
+        sheet += [image[0]] + [style[0] for _, style in style_list] + [result[0]]
+    written.grid = save_grid(sheet, grid_path(output), nrow=len(style_list) + 2, size=grid_size)
+    written.seconds = time.perf_counter() - start
+    return written
+
+
+def run_sample(stylizer: Stylizer, content, output, count: int = 6, seed: int = 0, temperature: float = 1.0,
+               max_size: int | None = 512, grid_size: int = 256) -> Written:
+    """``count`` styles drawn from the prior N(0, I) (scaled by ``temperature``) applied to each content."""
+    start = time.perf_counter()
+    written, sheet = Written(), []
+    for content_path in (contents := list_images(content)):
+        image = _load(content_path, stylizer, max_size)
+        results = stylizer.sample(image, count, seed=seed, temperature=temperature)
+        tags = [content_path.stem] if len(contents) > 1 else []
+        for index, result in enumerate(results):
+            written.images.append(save_image(result.cpu(), output_path(output, *tags, f"sample{index}")))
+        sheet += [image[0]] + [result[0].cpu() for result in results]
+    written.grid = save_grid(sheet, grid_path(output), nrow=count + 1, size=grid_size)
+    written.seconds = time.perf_counter() - start
+    return written
+
+
+def run_interpolate(stylizer: Stylizer, content, styles, output, steps: int = 5, method: str = "slerp",
+                    preserve_color: bool = False, max_size: int | None = 512, style_size: int | None = None,
+                    grid_size: int = 256) -> Written:
+    """From the first style to the second in ``steps`` images; the strip is ``style A | steps | style B``."""
+    start = time.perf_counter()
+    style_list = _style_images(styles, style_size or max_size)
+    if len(style_list) != 2:
+        raise StylizeError(f"interpolate needs exactly two style images, got {len(style_list)}")
+    if steps < 2:
+        raise StylizeError(f"interpolate needs steps >= 2, got {steps}")
+    written, sheet = Written(), []
+    for content_path in (contents := list_images(content)):
+        image = _load(content_path, stylizer, max_size)
+        (_, a), (_, b) = style_list
+        results = stylizer.interpolate(image, _colour_matched(a, image, preserve_color),
+                                       _colour_matched(b, image, preserve_color), steps, method)
+        tags = [content_path.stem] if len(contents) > 1 else []
+        width = int(math.log10(steps)) + 1
+        for index, result in enumerate(results):
+            written.images.append(save_image(result.cpu(), output_path(output, *tags, f"step{index:0{width}d}")))
+        sheet += [a[0]] + [result[0].cpu() for result in results] + [b[0]]
+    written.grid = save_grid(sheet, grid_path(output), nrow=steps + 2, size=grid_size)
+    written.seconds = time.perf_counter() - start
+    return written

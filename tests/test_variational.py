@@ -1,0 +1,237 @@
+"""The variational style network: every block's shapes and gradients, AdaIN statistics, the
+reparameterisation, traceability, and a tiny model overfitting one (content, style) pair."""
+import time
+
+import pytest
+import torch
+from skimage import data as skdata
+
+from nststyle.lit.variational import VariationalStyleTransfer, lr_lambda
+from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
+                                         StyleEncoder, UpBlock, VariationalStyleNet)
+
+TINY = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
+            mapping_hidden=16)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def assert_all_grads_finite(module: torch.nn.Module):
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is not None, f"no gradient reached {name}"
+        assert torch.isfinite(parameter.grad).all(), f"non-finite gradient in {name}"
+
+
+def backward_through(module, *inputs):
+    out = module(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    (out.float().square().mean() if torch.is_tensor(out) else sum(o.square().mean() for o in out)).backward()
+    return out
+
+
+@pytest.mark.parametrize("stride, c_in, c_out", [(1, 8, 8), (2, 8, 16), (1, 8, 12)])
+@pytest.mark.parametrize("norm", ["instance", "batch", "group", "none"])
+def test_res_block_shapes_and_gradients(stride, c_in, c_out, norm):
+    block = ResBlock(c_in, c_out, stride, norm)
+    x = torch.randn(2, c_in, 12, 10, requires_grad=True)
+    out = backward_through(block, x)
+    assert out.shape == (2, c_out, 12 // stride, 10 // stride)
+    assert (out >= 0).all()  # ReLU after the sum
+    assert_all_grads_finite(block)
+    assert torch.isfinite(x.grad).all()
+
+
+def test_unknown_norm_is_rejected():
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        ResBlock(4, 4, norm="layer")
+
+
+def test_encoder_returns_every_level_finest_first():
+    encoder = Encoder(width=8, downsamplings=3, blocks_per_level=2, max_width=16)
+    features = encoder(torch.rand(2, 3, 32, 48))
+    assert [tuple(f.shape) for f in features] == [(2, 8, 32, 48), (2, 16, 16, 24), (2, 16, 8, 12), (2, 16, 4, 6)]
+    assert encoder.widths == [8, 16, 16, 16]
+    sum(f.mean() for f in features).backward()
+    assert_all_grads_finite(encoder)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_style_encoder_gives_a_gaussian_code_for_any_image_size(pooling):
+    encoder = StyleEncoder(style_dim=5, width=8, downsamplings=2, max_width=16, pooling=pooling)
+    for size in [(32, 32), (37, 53)]:  # adaptive pooling: no size constraint on style images
+        mu, logvar = encoder(torch.rand(3, 3, *size))
+        assert mu.shape == logvar.shape == (3, 5)
+    (mu.sum() + logvar.sum()).backward()
+    assert_all_grads_finite(encoder)
+
+
+def test_adain_output_has_the_mapped_mean_and_std():
+    """AdaIN identity: per channel, mean(out) = shift and std(out) = 1 + scale of the linear map of w."""
+    layer = AdaIN(channels=3, w_dim=2)
+    with torch.no_grad():
+        layer.to_stats.weight.copy_(torch.randn(6, 2))
+        layer.to_stats.bias.copy_(torch.randn(6))
+    x, w = torch.randn(4, 3, 16, 16) * 5 + 2, torch.randn(4, 2)
+    out = layer(x, w)
+    scale, shift = layer.to_stats(w).chunk(2, dim=1)
+    torch.testing.assert_close(out.mean((2, 3)), shift, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.std((2, 3), unbiased=False), (1 + scale).abs(), atol=1e-3, rtol=1e-3)
+
+
+def test_untrained_adain_is_instance_norm():
+    layer, x = AdaIN(4, 3), torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(layer(x, torch.randn(2, 3)), torch.nn.functional.instance_norm(x))
+
+
+def test_adain_res_block_and_up_blocks():
+    w = torch.randn(2, 6)
+    block = AdaINResBlock(8, 6)
+    x = torch.randn(2, 8, 6, 6)
+    assert backward_through(block, x, w).shape == x.shape
+    assert_all_grads_finite(block)
+
+    up = UpBlock(8, 4, skip_channels=4, w_dim=6)
+    out = up(x, w, torch.randn(2, 4, 12, 12))
+    assert out.shape == (2, 4, 12, 12)
+    out.mean().backward()
+    assert_all_grads_finite(up)
+
+    plain = UpBlock(8, 4, skip_channels=0, w_dim=6)
+    assert plain(x, w).shape == (2, 4, 12, 12)
+
+
+@pytest.mark.parametrize("layers, out_dim", [(0, 5), (2, 16)])
+def test_mapping_network(layers, out_dim):
+    mapping = MappingNetwork(5, hidden=16, layers=layers)
+    z = torch.randn(3, 5)
+    assert mapping(z).shape == (3, out_dim) and mapping.out_dim == out_dim
+    if layers == 0:
+        torch.testing.assert_close(mapping(z), z)
+
+
+@pytest.mark.parametrize("skips", [True, False])
+def test_decoder_output_is_an_image_in_unit_range(skips):
+    encoder = Encoder(width=8, downsamplings=2, max_width=16)
+    decoder = Decoder(encoder.widths, style_dim=4, bottleneck_blocks=2, skips=skips, mapping_layers=1,
+                      mapping_hidden=8)
+    out = decoder(encoder(torch.rand(2, 3, 24, 32)), torch.randn(2, 4))
+    assert out.shape == (2, 3, 24, 32)
+    assert out.min() >= 0 and out.max() <= 1
+    out.mean().backward()
+    assert_all_grads_finite(decoder)
+
+
+def test_full_network_forward_reaches_every_parameter():
+    net = VariationalStyleNet(**TINY)
+    output, mu, logvar = net(torch.rand(2, 3, 32, 40), torch.rand(2, 3, 48, 48))
+    assert output.shape == (2, 3, 32, 40) and mu.shape == logvar.shape == (2, 4)
+    (output.mean() + mu.square().mean() + logvar.mean()).backward()
+    assert_all_grads_finite(net)
+    assert net.multiple == 4
+
+
+def test_reparameterisation_samples_in_training_and_uses_the_mean_in_eval():
+    net = VariationalStyleNet(**TINY)
+    mu, logvar = torch.zeros(1000, 4), torch.full((1000, 4), 2 * torch.tensor(3.0).log())  # sigma = 3
+    z = net.train().sample_code(mu, logvar)
+    assert abs(z.std().item() - 3.0) < 0.15 and abs(z.mean().item()) < 0.15
+    assert torch.equal(net.eval().sample_code(mu, logvar), mu)
+    # eval forward is deterministic: the same pair gives the same image
+    content, style = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(net(content, style)[0], net(content, style)[0])
+
+
+def randomize_adain(net: torch.nn.Module) -> torch.nn.Module:
+    """AdaIN maps start at zero (plain IN, the code has no effect yet); give them a random style response."""
+    for module in net.modules():
+        if isinstance(module, AdaIN):
+            torch.nn.init.normal_(module.to_stats.weight, std=0.5)
+    return net
+
+
+def test_decode_broadcasts_one_code_over_a_batch():
+    net = randomize_adain(VariationalStyleNet(**TINY)).eval()
+    content, z = torch.rand(3, 3, 16, 16), torch.randn(1, 4)
+    batch = net.decode(content, z)
+    torch.testing.assert_close(batch[1:2], net.decode(content[1:2], z))
+    different = net.decode(content[:1], torch.randn(1, 4) * 3)
+    assert not torch.allclose(batch[:1], different)
+
+
+def test_eval_model_traces_to_one_graph():
+    """No data-dependent Python control flow: a traced graph matches eager at another image size."""
+    net = VariationalStyleNet(**TINY).eval()
+
+    class Stylize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, content, style):
+            return self.net(content, style)[0]
+
+    with torch.no_grad(), pytest.warns(FutureWarning):
+        traced = torch.jit.trace(Stylize(), (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)))
+        content, style = torch.rand(2, 3, 48, 64), torch.rand(2, 3, 40, 40)
+        torch.testing.assert_close(traced(content, style), net(content, style)[0])
+
+
+def test_schedules():
+    assert lr_lambda("constant", 100)(50) == 1.0
+    assert lr_lambda("inverse", 100, decay=0.01)(100) == pytest.approx(0.5)
+    cosine = lr_lambda("cosine", 100, min_factor=0.1)
+    assert cosine(0) == pytest.approx(1.0) and cosine(100) == pytest.approx(0.1) and cosine(50) == pytest.approx(0.55)
+    assert lr_lambda("constant", 100, warmup_steps=10)(4) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        lr_lambda("linear", 10)(0)
+
+
+def test_kl_weight_warms_up_linearly():
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", kl_weight=2.0, kl_warmup_steps=10)
+    for step, expected in {0: 0.0, 5: 1.0, 10: 2.0, 50: 2.0}.items():
+        assert module.kl_factor(step) == pytest.approx(expected)
+    assert VariationalStyleTransfer(net=TINY, vgg_weights="random", kl_warmup_steps=0).kl_factor(0) == 1.0
+
+
+def test_loss_terms_and_one_vgg_pass_for_both_targets(monkeypatch):
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", tv_weight=0.1)
+    calls = []
+    original = module.vgg.forward
+    monkeypatch.setattr(module.vgg, "forward", lambda images, layers=None: calls.append(len(images)) or
+                        original(images, layers))
+    terms = module.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    assert calls == [4, 2]  # content + style targets together, then the outputs
+    assert {"content", "style", "kl", "tv", "loss", "mu_norm", "sigma"} <= terms.keys()
+    expected = terms["content"] + terms["style"] + module.kl_factor() * terms["kl"] + 0.1 * terms["tv"]
+    torch.testing.assert_close(terms["loss"], expected)
+
+
+def skimage_pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensor(image):
+        image = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
+        return torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+    return tensor(skdata.chelsea()), tensor(skdata.coffee())
+
+
+def test_tiny_model_overfits_one_pair():
+    """The whole objective (caffe VGG content + Gram style + KL) falls by half on one pair within 300 steps."""
+    torch.manual_seed(0)
+    content, style = skimage_pair(48)
+    module = VariationalStyleTransfer(net=dict(TINY, width=16, max_width=32), vgg_weights="caffe",
+                                      kl_weight=1e3, kl_warmup_steps=0)
+    optimizer = torch.optim.Adam(module.net.parameters(), lr=2e-3)
+    start, history = time.perf_counter(), []
+    for _ in range(300):
+        loss = module.losses(content, style)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+        if history[-1] <= 0.5 * history[0] and len(history) >= 20:
+            break
+    first, last = history[0], sum(history[-5:]) / len(history[-5:])
+    assert last <= 0.5 * first, f"loss {first:.4g} -> {last:.4g} after {len(history)} steps"
+    assert time.perf_counter() - start < 120

@@ -1,0 +1,69 @@
+"""Train a style-transfer model: ``python train.py experiment=quickstart`` (see conf/train.yaml).
+
+    python train.py experiment=quickstart                       # sample set, CPU, a few minutes
+    python train.py -m loss=gram,w2 model.style_dim=8,64        # a multirun: one job per combination
+    python train.py ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt   # resume
+
+``train(cfg)`` returns the final metrics (``trainer.callback_metrics``) so sweepers can optimise them.
+"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from nststyle.features import WeightsUnavailableError
+from nststyle.images import ImageError
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Every ``_target_`` entry of a config group (callbacks, loggers) as an object."""
+    return [hydra.utils.instantiate(node) for node in (group or {}).values()
+            if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)  # goes into every checkpoint
+
+    loggers = instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(model.run_config)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+        wandb.finish()  # one run per job in a multirun
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except (ImageError, WeightsUnavailableError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    summary = ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()) if "/" in name)
+    print(f"done: {cfg.paths.output_dir} ({summary})")
+    metric = cfg.get("optimized_metric")
+    return metrics.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()
