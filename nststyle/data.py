@@ -62,22 +62,25 @@ def partition_shards(urls: list[str], rank: int, world_size: int, worker: int, n
     return [urls[slot % len(urls)]]
 
 
-def reader_info() -> tuple[int, int, int, int]:
-    """(rank, world_size, worker, num_workers) from torch.distributed / the DataLoader worker, or the
-    RANK, WORLD_SIZE, WORKER, NUM_WORKERS environment variables (webdataset's convention)."""
-    return wds.utils.pytorch_worker_info()
+def reader_info(ranks: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """(rank, world_size, worker, num_workers) of the calling loader worker. ``ranks`` = (rank,
+    world_size) as the trainer knows them; without it they come from the RANK and WORLD_SIZE
+    environment variables or torch.distributed (webdataset's convention; a DataLoader worker started
+    with "spawn" does not see the parent's process group, so pass ``ranks`` when you can)."""
+    rank, world_size, worker, num_workers = wds.utils.pytorch_worker_info()
+    return (*(ranks or (rank, world_size)), worker, num_workers)
 
 
 class ShardStream(IterableDataset):
     """Endless ``{"url": ...}`` stream over this reader's partition of the shards, reshuffled on
     every pass; the order depends on (seed, rank, worker, pass) only when ``seed`` is given."""
 
-    def __init__(self, urls: list[str], seed: int | None = None):
+    def __init__(self, urls: list[str], seed: int | None = None, ranks: tuple[int, int] | None = None):
         super().__init__()
-        self.urls, self.seed = list(urls), seed
+        self.urls, self.seed, self.ranks = list(urls), seed, ranks
 
     def __iter__(self):
-        rank, world_size, worker, num_workers = reader_info()
+        rank, world_size, worker, num_workers = reader_info(self.ranks)
         mine = partition_shards(self.urls, rank, world_size, worker, num_workers)
         rng = random.Random(_reader_seed(self.seed, rank, worker, "shards"))
         while True:
@@ -144,7 +147,9 @@ class BadSampleCounter:
 
     def __init__(self, name: str = "samples"):
         self.name = name
-        self.value = multiprocessing.Value("l", 0)
+        # a spawn-context lock can be handed to forked and spawned processes alike (DataLoader
+        # workers, ddp_spawn); a fork-context one refuses to be pickled for spawn
+        self.value = multiprocessing.get_context("spawn").Value("l", 0)
 
     @property
     def count(self) -> int:
@@ -166,11 +171,13 @@ class BadSampleCounter:
 class RandomCrops:
     """Pipeline stage: samples -> random ``SxSx3`` uint8 crops; undecodable samples go to ``on_error``."""
 
-    def __init__(self, image_size: int, max_scale: float, seed: int | None, on_error: BadSampleCounter):
+    def __init__(self, image_size: int, max_scale: float, seed: int | None, on_error: BadSampleCounter,
+                 ranks: tuple[int, int] | None = None):
         self.image_size, self.max_scale, self.seed, self.on_error = image_size, max_scale, seed, on_error
+        self.ranks = ranks
 
     def __call__(self, samples):
-        rank, _, worker, _ = reader_info()
+        rank, _, worker, _ = reader_info(self.ranks)
         rng = random.Random(_reader_seed(self.seed, rank, worker, "crops"))
         for sample in samples:
             try:
@@ -185,22 +192,24 @@ class ReaderShuffle:
     """Pipeline stage: a shuffle buffer seeded per reader (a seeded rng built in the main process
     would be copied into every worker, which would then shuffle identically)."""
 
-    def __init__(self, bufsize: int, seed: int | None):
-        self.bufsize, self.seed = bufsize, seed
+    def __init__(self, bufsize: int, seed: int | None, ranks: tuple[int, int] | None = None):
+        self.bufsize, self.seed, self.ranks = bufsize, seed, ranks
 
     def __call__(self, samples):
-        rank, _, worker, _ = reader_info()
+        rank, _, worker, _ = reader_info(self.ranks)
         rng = random.Random(_reader_seed(self.seed, rank, worker, "samples"))
         return wds.shuffle(self.bufsize, initial=max(1, self.bufsize // 4), rng=rng)(samples)
 
 
 def image_stream(urls: list[str], image_size: int, max_scale: float = 2.0, shuffle_buffer: int = 256,
-                 seed: int | None = None, on_error: BadSampleCounter | None = None) -> wds.DataPipeline:
+                 seed: int | None = None, on_error: BadSampleCounter | None = None,
+                 ranks: tuple[int, int] | None = None) -> wds.DataPipeline:
     """Endless stream of random ``SxSx3`` uint8 crops (arrays; ``to_batch`` makes tensors) from this
     reader's shards."""
     on_error = on_error or BadSampleCounter()
-    return wds.DataPipeline(ShardStream(urls, seed), wds.tarfile_to_samples(handler=on_error),
-                            ReaderShuffle(shuffle_buffer, seed), RandomCrops(image_size, max_scale, seed, on_error))
+    return wds.DataPipeline(ShardStream(urls, seed, ranks), wds.tarfile_to_samples(handler=on_error),
+                            ReaderShuffle(shuffle_buffer, seed, ranks),
+                            RandomCrops(image_size, max_scale, seed, on_error, ranks))
 
 
 class PairBatches(IterableDataset):
@@ -209,13 +218,14 @@ class PairBatches(IterableDataset):
 
     def __init__(self, content_urls: list[str], style_urls: list[str], image_size: int = 256, batch_size: int = 8,
                  max_scale: float = 2.0, shuffle_buffer: int = 256, seed: int | None = None,
-                 bad_samples: BadSampleCounter | None = None):
+                 bad_samples: BadSampleCounter | None = None, ranks: tuple[int, int] | None = None):
         super().__init__()
         self.bad_samples = bad_samples or BadSampleCounter("samples")
-        self.content = image_stream(content_urls, image_size, max_scale, shuffle_buffer, seed, self.bad_samples)
+        self.content = image_stream(content_urls, image_size, max_scale, shuffle_buffer, seed, self.bad_samples,
+                                    ranks)
         # a different seed for styles, so that content and style readers do not walk in lockstep
         self.style = image_stream(style_urls, image_size, max_scale, shuffle_buffer,
-                                  None if seed is None else seed + 1, self.bad_samples)
+                                  None if seed is None else seed + 1, self.bad_samples, ranks)
         self.batch_size = batch_size
 
     def __iter__(self):

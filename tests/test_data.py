@@ -210,6 +210,13 @@ def test_ranks_and_workers_read_disjoint_shards(monkeypatch):
     readers = list(seen.values())
     assert all(a.isdisjoint(b) for i, a in enumerate(readers) for b in readers[i + 1:])
     assert set().union(*readers) == set(urls)
+    # ranks given by the trainer (no RANK variable, e.g. Lightning's launcher) split the same way
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    for (rank, worker), urls_seen in seen.items():
+        monkeypatch.setenv("WORKER", str(worker))
+        stream = iter(ShardStream(urls, seed=1, ranks=(rank, 2)))
+        assert {next(stream)["url"] for _ in range(30)} == urls_seen
     assert partition_shards(urls[:3], 1, 2, 1, 2) == [urls[0]]  # fewer shards than readers: shared (warned)
 
 

@@ -77,8 +77,10 @@ class StyleTransferDataModule(L.LightningDataModule):
         hp = self.hparams
         content, style = expand_shards(self.content_shards), expand_shards(self.style_shards)
         if self._train is None:
+            # the trainer's view of the ranks, so that loader workers started with "spawn" split correctly too
+            ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else None
             self._pairs = PairBatches(content, style, hp.image_size, hp.batch_size, hp.max_scale,
-                                      hp.shuffle_buffer, hp.seed, bad_samples=self.bad_samples)
+                                      hp.shuffle_buffer, hp.seed, bad_samples=self.bad_samples, ranks=ranks)
         if self._val is None:
             val_content = expand_shards(hp.val_content_shards) if hp.val_content_shards else content
             val_style = expand_shards(hp.val_style_shards) if hp.val_style_shards else style
