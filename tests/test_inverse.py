@@ -1,0 +1,158 @@
+"""The Chen & Schmidt inverse network: decoder, training mix, training signal, checkpoints, inference."""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from nststyle.lit.inverse import InverseNetwork, swap_pairs
+from nststyle.models.inverse import InverseNet
+from nststyle.swap import style_swap
+
+TINY_NET = {"widths": [16, 8], "norm": "instance"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The CI box has 2 cores shared with other jobs: a second intra-op thread makes these tiny
+    # convolutions several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_module(**overrides) -> InverseNetwork:
+    options = {"net": TINY_NET, "vgg_weights": "random", "tv_weight": 0.0}
+    return InverseNetwork(**{**options, **overrides})
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+@pytest.mark.parametrize("upsample", ["nearest", "transposed"])
+@pytest.mark.parametrize("output", ["sigmoid", "clamp"])
+def test_decoder_maps_relu3_1_back_to_image_size(norm, upsample, output):
+    net = InverseNet(norm=norm, upsample=upsample, output=output)
+    features = torch.randn(2, 256, 6, 9).relu().requires_grad_()
+    image = net(features)
+    assert image.shape == (2, 3, 24, 36)  # relu3_1 is 1/4 of the image size
+    assert image.min() >= 0 and image.max() <= 1
+    image.square().mean().backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_decoder_mirrors_vgg_up_to_relu3_1():
+    convs = [m for m in InverseNet().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(256, 128), (128, 128), (128, 64), (64, 64), (64, 3)]
+
+
+def test_clamp_output_passes_gradient_through():
+    net = InverseNet(in_channels=8, widths=[4], norm="none", output="clamp")
+    with torch.no_grad():
+        net.layers[-2][1].bias.fill_(5.0)  # every pixel overshoots
+    image = net(torch.rand(1, 8, 4, 4))
+    assert torch.equal(image, torch.ones_like(image))
+    image.sum().backward()
+    assert net.layers[-2][1].bias.grad.abs().sum() > 0  # a plain clamp would give exactly 0 here
+
+
+def test_decoder_traces_and_stays_resolution_agnostic():
+    net = InverseNet(in_channels=16, widths=[8, 4]).eval()
+    traced = torch.jit.trace(net, torch.rand(1, 16, 5, 5))
+    other = torch.rand(2, 16, 7, 11)
+    torch.testing.assert_close(traced(other), net(other))
+
+
+def test_decoder_rejects_unknown_options():
+    with pytest.raises(ValueError, match="norm"):
+        InverseNet(norm="layer")
+
+
+def test_swap_pairs_cover_every_pair_of_the_reference_mix():
+    photos, paintings = swap_pairs(2, 4)
+    assert sorted(zip(photos, paintings)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert swap_pairs(3, 3) == ([0, 1, 2], [0, 1, 2])  # the diagonal first
+    with pytest.raises(ValueError, match="n_swapped"):
+        swap_pairs(2, 5)
+
+
+def test_swapped_activations_are_style_swap_of_their_pair():
+    torch.manual_seed(0)
+    module = tiny_module(n_photos=2, n_paintings=1, n_swapped=4, patch_size=3, stride=1)
+    photos, paintings = torch.rand(2, 3, 40, 40), torch.rand(2, 3, 40, 40)
+    mix = module.training_activations(photos, paintings)
+    z = mix["activations"]
+    photo_features, painting_features = module.encode(photos), module.encode(paintings)
+    assert z.shape == (2 + 1 + 4, 256, 10, 10) and mix["sizes"] == [2, 1, 4]
+    torch.testing.assert_close(z[:2], photo_features)
+    torch.testing.assert_close(z[2:3], painting_features[:1])
+    pairs = list(zip(mix["photo_index"], mix["painting_index"]))
+    assert sorted(pairs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for swapped, (p, s) in zip(z[3:], pairs):
+        expected = style_swap(photo_features[p:p + 1], painting_features[s:s + 1], 3, 1)[0]
+        torch.testing.assert_close(swapped, expected)
+        assert not torch.allclose(swapped, photo_features[p])
+
+
+def test_ablation_mix_has_no_swapped_activations():
+    module = tiny_module(n_photos=2, n_paintings=2, n_swapped=0)
+    terms = module.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    assert "recon_swapped" not in terms and {"recon_photo", "recon_painting"} <= terms.keys()
+
+
+def test_tiny_inverse_network_overfits_a_handful_of_activations():
+    torch.manual_seed(0)
+    module = tiny_module(net={"widths": [32, 16]}, n_photos=2, n_paintings=2, n_swapped=4)
+    photos, paintings = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    optimizer = torch.optim.Adam(module.net.parameters(), lr=3e-3)
+    history = []
+    for _ in range(30):
+        terms = module.losses(photos, paintings)
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        history.append(float(terms["recon"]))
+    assert history[-1] <= 0.5 * history[0], history[::5]
+    assert float(terms["recon_swapped"]) <= 0.5 * history[0]
+
+
+def test_optional_pixel_and_style_terms_enter_the_total():
+    torch.manual_seed(0)
+    photos, paintings = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    module = tiny_module(pixel_weight=2.0, style_weight=3.0, style_loss={"kind": "bn"}, tv_weight=0.1)
+    terms = module.losses(photos, paintings)
+    expected = terms["recon"] + 0.1 * terms["tv"] + 2.0 * terms["pixel"] + 3.0 * terms["style"]
+    torch.testing.assert_close(terms["loss"], expected)
+    terms["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in module.net.parameters())
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        generator = torch.Generator().manual_seed(index)
+        return torch.rand(3, 32, 32, generator=generator), torch.rand(3, 32, 32, generator=generator)
+
+
+def train_tiny_checkpoint(path, **overrides):
+    module = tiny_module(**overrides)
+    module.run_config = {"model": {"_target_": "nststyle.lit.inverse.InverseNetwork"}, "seed": 1}
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader(_Pairs(), batch_size=2))
+    trainer.save_checkpoint(path)
+    return module
+
+
+def test_checkpoint_carries_config_and_leaves_out_the_frozen_vgg(tmp_path):
+    module = train_tiny_checkpoint(tmp_path / "inverse.ckpt", patch_size=5)
+    checkpoint = torch.load(tmp_path / "inverse.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["nststyle"] == {"kind": "inverse", "net": TINY_NET, "vgg_weights": "random",
+                                      "layer": "relu3_1", "patch_size": 5, "stride": 1}
+    assert checkpoint["config"]["seed"] == 1
+    assert not any(key.startswith("vgg.") for key in checkpoint["state_dict"])
+    restored = InverseNetwork.load_from_checkpoint(tmp_path / "inverse.ckpt", map_location="cpu")
+    for key, value in module.net.state_dict().items():
+        torch.testing.assert_close(restored.net.state_dict()[key], value)
