@@ -115,8 +115,9 @@ class InverseNetwork(pl.LightningModule):
         targets, sizes = mix["activations"], mix["sizes"]
         decoded = self.net(targets)
         features = self.vgg(decoded, layers=(hp.layer,) + (self.style_loss.layers if self.style_loss else ()))
-        per_sample = (features[hp.layer] - targets).pow(2).flatten(1).mean(1)
-        terms = {"recon": per_sample.mean(), "tv": total_variation(decoded)}
+        # the sums in float32 also under bf16 autocast
+        per_sample = (features[hp.layer].float() - targets.float()).pow(2).flatten(1).mean(1)
+        terms = {"recon": per_sample.mean(), "tv": total_variation(decoded.float())}
         for name, part in zip(("recon_photo", "recon_painting", "recon_swapped"), per_sample.detach().split(sizes)):
             if len(part):
                 terms[name] = part.mean()
@@ -124,12 +125,12 @@ class InverseNetwork(pl.LightningModule):
         natural = hp.n_photos + hp.n_paintings
         if hp.pixel_weight > 0 and natural:
             images = torch.cat([photos[:hp.n_photos], paintings[:hp.n_paintings]])
-            terms["pixel"] = F.l1_loss(decoded[:natural], images)
+            terms["pixel"] = F.l1_loss(decoded[:natural].float(), images.float())
             total = total + hp.pixel_weight * terms["pixel"]
         if self.style_loss is not None and hp.n_swapped:
             with torch.no_grad():
                 self.style_loss.set_target(self.vgg(paintings[mix["painting_index"]], layers=self.style_loss.layers))
-            terms["style"] = self.style_loss({name: value[natural:] for name, value in features.items()})
+            terms["style"] = self.style_loss({name: value[natural:].float() for name, value in features.items()})
             total = total + hp.style_weight * terms["style"]
         terms["loss"] = total
         return terms
