@@ -1,0 +1,144 @@
+"""Benchmark: nststyle.swap.style_swap against the plain reference (conv -> argmax -> one-hot ->
+transposed conv -> overlap division, as in tests/test_swap.py) at relu3_1 of square crops of a real
+photo and a real painting, 256/384/512 px.
+
+Each (size, method) runs in a fresh subprocess that loads the precomputed features and then calls
+the swap ``--repeats`` times. Reported:
+  time  median wall-clock seconds of the repeats (torch threads as the machine gives them);
+  peak  the process's peak resident set size (VmHWM, reset just before the first call) minus its RSS
+        at that moment,
+        i.e. the most extra host memory the operation ever held; glibc's mmap threshold is fixed at
+        1 MB so freed buffers leave the RSS (CPU only; on CUDA one would read
+        torch.cuda.max_memory_allocated instead).
+The two outputs are compared element-wise. A reference that dies (out of memory) is reported as
+skipped.
+
+    python tests/benchmarks/bench_swap.py [--sizes 256 384 512] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+TESTS = Path(__file__).resolve().parents[1]
+IMAGES = Path("/work/shared/images")
+PHOTO = IMAGES / "content" / "jcj-neural-style__tubingen.jpg"
+PAINTING = IMAGES / "style" / "jcj-neural-style__starry_night.jpg"
+
+
+def square_crop(path: Path, size: int) -> torch.Tensor:
+    from nststyle.images import load_image
+    image = load_image(path)[None]
+    scale = size / min(image.shape[-2:])
+    image = F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return image[..., top: top + size, left: left + size].clamp(0, 1)
+
+
+def relu3_1_features(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        from nststyle.features import VGGEncoder
+        encoder = VGGEncoder(["relu3_1"], weights="caffe")
+        with torch.no_grad():
+            return encoder(square_crop(PHOTO, size))["relu3_1"], encoder(square_crop(PAINTING, size))["relu3_1"]
+    except (ImportError, OSError) as error:  # encoder or images unavailable: features of the right shape
+        print(f"  (random ReLU features: {error})")
+        return torch.randn(1, 256, size // 4, size // 4).relu(), torch.randn(1, 256, size // 4, size // 4).relu()
+
+
+def memory_status_mb(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (resident peak) of this process, from /proc/self/status."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh at the current RSS (Linux >= 4.0). ru_maxrss would not do: it also counts
+    the parent's RSS at fork time."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def worker(method: str, features_path: str, output_path: str, repeats: int) -> None:
+    from nststyle.swap import style_swap
+    sys.path.insert(0, str(TESTS))
+    from test_swap import reference_style_swap
+    swap = style_swap if method == "ours" else reference_style_swap
+    swap(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8))  # load kernels outside the measurement
+    content, style = torch.load(features_path)
+    reset_peak_rss()
+    baseline = memory_status_mb("VmRSS")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = swap(content, style)
+        times.append(time.perf_counter() - start)
+    peak = memory_status_mb("VmHWM") - baseline
+    torch.save(out, output_path)
+    print(json.dumps({"time": statistics.median(times), "peak_mb": peak}))
+
+
+def run_case(method: str, features_path: Path, output_path: Path, repeats: int) -> dict | None:
+    # A fixed mmap threshold makes glibc hand every large buffer back to the OS when it is freed, so RSS
+    # follows the live tensors (with its default dynamic threshold, freed buffers of one repeat stay resident).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    result = subprocess.run([sys.executable, __file__, "--worker", method, str(features_path), str(output_path),
+                             str(repeats)], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        reason = "killed (out of memory?)" if result.returncode < 0 else result.stderr.strip().splitlines()[-1]
+        print(f"  {method}: skipped: {reason}")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 384, 512])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; photo {PHOTO.name}, painting {PAINTING.name}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            content, style = relu3_1_features(size)
+            features = Path(tmp) / f"features_{size}.pt"
+            torch.save((content, style), features)
+            print(f"{size} px: relu3_1 {tuple(content.shape)}, style {tuple(style.shape)}", flush=True)
+            results = {m: run_case(m, features, Path(tmp) / f"{m}_{size}.pt", args.repeats) for m in ("ours", "reference")}
+            for method, result in results.items():
+                if result:
+                    print(f"  {method:9s} median {result['time']:7.2f} s   peak +{result['peak_mb']:7.0f} MB", flush=True)
+            ours, reference = results["ours"], results["reference"]
+            if ours and reference:
+                a, b = torch.load(Path(tmp) / f"ours_{size}.pt"), torch.load(Path(tmp) / f"reference_{size}.pt")
+                differs = ((a - b).abs() > 1e-4 * b.abs().max()).float().mean().item()
+                print(f"  identical: max |diff| {(a - b).abs().max().item():.2e} (max value {b.abs().max().item():.1f}), "
+                      f"{100 * differs:.3f} % of values differ; speed-up {reference['time'] / ours['time']:.1f}x, "
+                      f"memory {ours['peak_mb'] / reference['peak_mb']:.3f} of the reference", flush=True)
+            rows.append((size, ours, reference))
+    print("\nsize  ours_s  ref_s  speedup  ours_MB  ref_MB  mem_ratio")
+    for size, ours, reference in rows:
+        if ours and reference:
+            print(f"{size:4d} {ours['time']:7.2f} {reference['time']:6.2f} {reference['time'] / ours['time']:7.1f}x "
+                  f"{ours['peak_mb']:8.0f} {reference['peak_mb']:7.0f} {ours['peak_mb'] / reference['peak_mb']:9.3f}")
+        elif ours:
+            print(f"{size:4d} {ours['time']:7.2f}   (reference skipped)  {ours['peak_mb']:8.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        main()
