@@ -84,10 +84,14 @@ class StyleEncoder(nn.Module):
     that make the style) ending in adaptive pooling -> linear -> (mu, logvar) of the style code.
 
     ``pooling="mean_std"`` pools channel means and standard deviations (AdaIN's style statistics);
-    ``"mean"`` is plain global average pooling."""
+    ``"mean"`` is plain global average pooling.
+
+    ``logvar_init`` starts the posterior narrow (sigma = exp(logvar_init / 2)): with sigma = 1 from the
+    start the sampled codes are mostly noise, the decoder learns to ignore them and the posterior
+    collapses onto the prior (every style looks the same); the KL term widens it as it warms up."""
 
     def __init__(self, style_dim: int = 64, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1,
-                 max_width: int = 256, norm: str = "none", pooling: str = "mean_std"):
+                 max_width: int = 256, norm: str = "none", pooling: str = "mean_std", logvar_init: float = -4.0):
         super().__init__()
         if pooling not in ("mean", "mean_std"):
             raise ValueError(f"unknown style pooling {pooling!r} (mean, mean_std)")
@@ -96,6 +100,8 @@ class StyleEncoder(nn.Module):
         channels = self.encoder.widths[-1] * (2 if pooling == "mean_std" else 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.to_gaussian = nn.Linear(channels, 2 * style_dim)
+        with torch.no_grad():
+            self.to_gaussian.bias[style_dim:].fill_(logvar_init)
 
     def forward(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.encoder(style)[-1]
@@ -212,13 +218,14 @@ class VariationalStyleNet(nn.Module):
     def __init__(self, style_dim: int = 64, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1,
                  max_width: int = 256, bottleneck_blocks: int = 2, skips: bool = True,
                  content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
-                 style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128):
+                 style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
+                 logvar_init: float = -4.0):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
         self.content_encoder = Encoder(width, downsamplings, blocks_per_level, max_width, content_norm)
         self.style_encoder = StyleEncoder(style_dim, style_width or width, downsamplings, blocks_per_level,
-                                          max_width, style_norm, style_pooling)
+                                          max_width, style_norm, style_pooling, logvar_init)
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
                                mapping_layers, mapping_hidden)
 

@@ -1,0 +1,201 @@
+"""Checkpoint -> nststyle.stylize -> infer.py: all four modes, their identities, and one-line errors."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from skimage import data as skdata
+
+from nststyle.images import load_image, match_color
+from nststyle.models.variational import AdaIN, VariationalStyleNet
+from nststyle.stylize import STYLIZERS, StylizeError, load_stylizer, slerp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import infer  # noqa: E402
+
+NET = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
+           mapping_hidden=16)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A checkpoint in train.py's format whose style code visibly matters (random AdaIN maps; a
+    freshly trained net starts with zero maps, i.e. plain instance norm)."""
+    torch.manual_seed(0)
+    net = VariationalStyleNet(**NET)
+    for module in net.modules():
+        if isinstance(module, AdaIN):
+            torch.nn.init.normal_(module.to_stats.weight, std=0.5)
+    torch.nn.init.normal_(net.style_encoder.to_gaussian.weight, std=0.5)  # codes of order 1
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
+                "nststyle": {"kind": "variational", "net": NET, "vgg_weights": "random"},
+                "config": {"model": {"style_dim": 6}}, "global_step": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("images")
+    photos = folder / "photos"
+    photos.mkdir()
+    paths = {}
+    for name, array in [("chelsea", skdata.chelsea()), ("coffee", skdata.coffee()), ("astronaut", skdata.astronaut())]:
+        target = photos / f"{name}.png" if name != "astronaut" else folder / "astronaut.jpg"
+        Image.fromarray(array).resize((72, 56)).save(target)
+        paths[name] = target
+    paths["photos"] = photos
+    paths["rocket"] = folder / "rocket.png"
+    Image.fromarray(skdata.rocket()).resize((64, 64)).save(paths["rocket"])
+    return paths
+
+
+def infer_cfg(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("infer", overrides=list(overrides))
+
+
+def run(*overrides) -> str:
+    return infer.METHODS["feedforward"](infer_cfg("method=feedforward", "device=cpu", *overrides))
+
+
+def saved(path) -> torch.Tensor:
+    return load_image(path)[None]
+
+
+def test_load_stylizer_builds_the_registered_class(ckpt):
+    stylizer = load_stylizer(ckpt, "cpu")
+    assert type(stylizer) is STYLIZERS["variational"] and stylizer.multiple == 4
+    assert not stylizer.net.training
+
+
+def test_stylize_one_pair_writes_exactly_output(ckpt, images, tmp_path):
+    out = tmp_path / "out.png"
+    summary = run(f"ckpt={ckpt}", f"content={images['chelsea']}", f"style={images['rocket']}", f"output={out}")
+    assert summary.startswith(f"stylize: wrote 1 image(s) to {out} in ") and summary.endswith(" s")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    result = saved(out)
+    assert result.shape == (1, 3, 56, 72)  # already a multiple of 4: size kept
+    stylizer = load_stylizer(ckpt, "cpu")
+    expected = stylizer.stylize(saved(images["chelsea"]), saved(images["rocket"]))
+    assert (result - expected).abs().max() <= 1 / 255 + 1e-6  # PNG rounding only
+
+
+def test_stylize_folder_times_styles_writes_all_pairs_and_a_grid(ckpt, images, tmp_path):
+    out = tmp_path / "result.jpg"
+    summary = run(f"ckpt={ckpt}", f"content={images['photos']}", f"style=[{images['rocket']},{images['astronaut']}]",
+                  f"output={out}", "max_size=48", "grid_size=32")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["result_chelsea_astronaut.jpg", "result_chelsea_rocket.jpg", "result_coffee_astronaut.jpg",
+                     "result_coffee_rocket.jpg", "result_grid.jpg"]
+    assert "wrote 4 image(s)" in summary and "contact sheet" in summary
+    assert Image.open(tmp_path / "result_coffee_rocket.jpg").size == (48, 36)  # max_size, multiple of 4
+    assert Image.open(tmp_path / "result_grid.jpg").size[1] == 3 * 32 + 4 * 2  # header row + 2 contents
+
+
+def test_alpha_zero_uses_the_contents_own_code_and_styles_differ(ckpt, images, tmp_path):
+    stylizer = load_stylizer(ckpt, "cpu")
+    content, style = saved(images["chelsea"]), saved(images["rocket"])
+    own = stylizer.decode(content, stylizer.style_code(content))
+    torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.0), own)
+    assert (stylizer.stylize(content, style) - own).abs().mean() > 1e-4  # 0 if the code were ignored
+    half = stylizer.decode(content, 0.5 * (stylizer.style_code(content) + stylizer.style_code(style)))
+    torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.5), half)
+
+
+def test_preserve_color_recolours_the_style_first(ckpt, images, tmp_path):
+    out = tmp_path / "kept.png"
+    run(f"ckpt={ckpt}", f"content={images['chelsea']}", f"style={images['rocket']}", f"output={out}",
+        "preserve_color=true")
+    stylizer, content, style = load_stylizer(ckpt, "cpu"), saved(images["chelsea"]), saved(images["rocket"])
+    expected = stylizer.stylize(content, match_color(style, content))
+    assert (saved(out) - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_mix_with_one_hot_weights_is_that_style(ckpt, images, tmp_path):
+    out = tmp_path / "mix.png"
+    summary = run(f"ckpt={ckpt}", "mode=mix", f"content={images['chelsea']}",
+                  f"style=[{images['rocket']},{images['astronaut']}]", "weights=[0,2]", f"output={out}")
+    assert summary.startswith("mix: wrote 1 image(s)") and (tmp_path / "mix_grid.jpg").exists()
+    stylizer = load_stylizer(ckpt, "cpu")
+    astronaut = load_image(images["astronaut"], max_size=512)[None]
+    expected = stylizer.stylize(saved(images["chelsea"]), astronaut)
+    assert (saved(out) - expected).abs().max() <= 1 / 255 + 1e-6
+    with pytest.raises(StylizeError, match="weight"):
+        run(f"ckpt={ckpt}", "mode=mix", f"content={images['chelsea']}", f"style={images['rocket']}",
+            "weights=[1,1]", f"output={out}")
+
+
+def test_sample_draws_distinct_reproducible_styles(ckpt, images, tmp_path):
+    summary = run(f"ckpt={ckpt}", "mode=sample", "count=3", "seed=7", f"content={images['chelsea']}",
+                  f"output={tmp_path / 's.png'}")
+    files = [tmp_path / f"s_sample{i}.png" for i in range(3)]
+    assert all(f.exists() for f in files) and (tmp_path / "s_grid.jpg").exists() and "wrote 3 image(s)" in summary
+    a, b = saved(files[0]), saved(files[1])
+    assert (a - b).abs().mean() > 1e-4
+    again = load_stylizer(ckpt, "cpu").sample(saved(images["chelsea"]), 3, seed=7)
+    assert (again[1] - b).abs().max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_interpolate_ends_at_both_styles(ckpt, images, tmp_path, method):
+    run(f"ckpt={ckpt}", "mode=interpolate", "steps=4", f"interpolation={method}", f"content={images['chelsea']}",
+        f"style=[{images['rocket']},{images['astronaut']}]", f"output={tmp_path / 'i.png'}")
+    steps = [saved(tmp_path / f"i_step{i}.png") for i in range(4)]
+    assert (tmp_path / "i_grid.jpg").exists()
+    stylizer, content = load_stylizer(ckpt, "cpu"), saved(images["chelsea"])
+    first = stylizer.stylize(content, saved(images["rocket"]))
+    last = stylizer.stylize(content, load_image(images["astronaut"], max_size=512)[None])
+    assert (steps[0] - first).abs().max() <= 1 / 255 + 1e-5
+    assert (steps[-1] - last).abs().max() <= 1 / 255 + 1e-5
+    assert (steps[1] - steps[0]).abs().mean() > 0
+
+
+def test_slerp_keeps_the_norm_of_equal_norm_codes():
+    a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    middle = slerp(a, b, 0.5)
+    torch.testing.assert_close(middle.norm(), torch.tensor(3.0))
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, a, 0.3), a)  # parallel codes: no division by zero
+
+
+def test_interpolate_needs_two_styles(ckpt, images, tmp_path):
+    with pytest.raises(StylizeError, match="exactly two style images"):
+        run(f"ckpt={ckpt}", "mode=interpolate", f"content={images['chelsea']}", f"style={images['rocket']}",
+            f"output={tmp_path / 'x.png'}")
+
+
+def test_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    with pytest.raises(StylizeError, match="not an nststyle checkpoint"):
+        load_stylizer(bogus)
+    torch.save({"state_dict": {}, "nststyle": {"kind": "diffusion"}}, bogus)
+    with pytest.raises(StylizeError, match="'diffusion' model"):
+        load_stylizer(bogus)
+
+
+def cli(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_end_to_end_and_one_line_errors(ckpt, images, tmp_path):
+    out = tmp_path / "cli.png"
+    ok = cli(f"ckpt={ckpt}", f"content={images['chelsea']}", f"style={images['rocket']}", f"output={out}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.startswith("stylize: wrote 1 image(s)") and out.exists()
+    assert not (Path.cwd() / ".hydra").exists() or (Path.cwd() / ".hydra").stat().st_mtime < out.stat().st_mtime
+    for args, message in [((f"ckpt={tmp_path / 'missing.ckpt'}",), "error: checkpoint not found"),
+                          ((f"ckpt={ckpt}", "content=/nonexistent.jpg"), "error: image not found: /nonexistent.jpg")]:
+        bad = cli(*args, f"content={images['chelsea']}" if len(args) == 1 else args[1], f"style={images['rocket']}",
+                  f"output={tmp_path / 'bad.png'}")
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert bad.stderr.strip().splitlines() == [bad.stderr.strip().splitlines()[0]]
+        assert bad.stderr.startswith(message), bad.stderr

@@ -1,0 +1,102 @@
+"""train.py through Hydra: a fast_dev_run per loss kind, a short run that writes last.ckpt (with the
+resolved config, without the VGG), the CLI's errors, and a two-job multirun."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from train import train  # noqa: E402
+
+LOSS_KINDS = sorted(path.stem for path in (ROOT / "conf" / "loss").glob("*.yaml"))
+
+# tiny network, 32 px, random VGG weights, no loader workers: seconds per run
+FAST = ["model=variational_tiny", "model.vgg_weights=random", "data.image_size=32", "data.batch_size=2",
+        "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory):
+    from nststyle.sample_set import build_sample_set
+
+    path = tmp_path_factory.mktemp("sample")
+    build_sample_set(path)
+    return path
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def run_train(tmp_path, sample_dir, *overrides):
+    cfg = compose_train([*FAST, f"data.sample_dir={sample_dir}", f"paths.output_dir={tmp_path}", *overrides])
+    return cfg, train(cfg)
+
+
+def test_every_loss_kind_has_a_config():
+    assert {"gram", "w2", "bn", "mmd_linear", "mmd_poly", "mmd_gaussian"} <= set(LOSS_KINDS)
+
+
+@pytest.mark.parametrize("loss", LOSS_KINDS)
+def test_fast_dev_run_for_each_loss_kind(tmp_path, sample_dir, loss):
+    _, metrics = run_train(tmp_path, sample_dir, f"loss={loss}", "logger=none", "+trainer.fast_dev_run=true")
+    for name in ("train/loss", "train/content", "train/style", "train/kl", "val/loss"):
+        assert name in metrics and torch.isfinite(torch.tensor(metrics[name])), (name, metrics)
+    assert metrics["train/style"] > 0
+
+
+def test_short_run_writes_last_ckpt_with_config_and_image_grid(tmp_path, sample_dir):
+    cfg, metrics = run_train(tmp_path, sample_dir, "logger=csv", "trainer.max_steps=3",
+                             "data.train_batches_per_epoch=3", "callbacks.model_checkpoint.every_n_train_steps=3",
+                             "trainer.log_every_n_steps=1")
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert checkpoint["nststyle"]["kind"] == "variational"
+    assert checkpoint["nststyle"]["net"]["style_dim"] == cfg.model.style_dim
+    assert checkpoint["config"]["model"]["style_dim"] == cfg.model.style_dim
+    assert checkpoint["config"]["loss"]["kind"] == "gram"
+    assert not any(key.startswith("vgg.") for key in checkpoint["state_dict"])  # frozen VGG left out
+    assert any(key.startswith("net.decoder.") for key in checkpoint["state_dict"])
+    grids = list(tmp_path.glob("csv/version_0/images/val_step*.jpg"))
+    assert grids, "the image-grid callback wrote nothing"
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/style", "val/loss", "lr-Adam"} <= set(header)
+    assert "val/loss" in metrics
+
+
+def test_resume_from_last_ckpt(tmp_path, sample_dir):
+    run_train(tmp_path / "a", sample_dir, "logger=none", "trainer.max_steps=2", "data.train_batches_per_epoch=2")
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    run_train(tmp_path / "b", sample_dir, "logger=none", "trainer.max_steps=4", "data.train_batches_per_epoch=2",
+              f"ckpt_path={last}")
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def cli(*args, cwd=ROOT, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_missing_shards_give_a_one_line_error(tmp_path):
+    result = cli(*FAST, "data.content_shards=/nonexistent/content-*.tar", f"hydra.run.dir={tmp_path}",
+                 "logger=none")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no shards match /nonexistent/content-*.tar")
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_runs_every_job(tmp_path, sample_dir):
+    result = cli("-m", "loss=gram,w2", *FAST, f"data.sample_dir={sample_dir}", "logger=none",
+                 "trainer.max_steps=1", "data.train_batches_per_epoch=1", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        checkpoint = torch.load(tmp_path / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert checkpoint["config"]["loss"]["kind"] == {"0": "gram", "1": "w2"}[job]
+    assert result.stdout.count("done: ") == 2
