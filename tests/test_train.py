@@ -51,8 +51,8 @@ def test_fast_dev_run_for_each_loss_kind(tmp_path, sample_dir, loss):
     assert metrics["train/style"] > 0
 
 
-def test_short_run_writes_last_ckpt_with_config_and_image_grid(tmp_path, sample_dir):
-    cfg, metrics = run_train(tmp_path, sample_dir, "logger=csv", "trainer.max_steps=3",
+def test_short_run_writes_last_ckpt_config_csv_and_offline_wandb(tmp_path, sample_dir):
+    cfg, metrics = run_train(tmp_path, sample_dir, "logger=many", "trainer.max_steps=3",
                              "data.train_batches_per_epoch=3", "callbacks.model_checkpoint.every_n_train_steps=3",
                              "trainer.log_every_n_steps=1")
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -68,6 +68,8 @@ def test_short_run_writes_last_ckpt_with_config_and_image_grid(tmp_path, sample_
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/style", "val/loss", "lr-Adam"} <= set(header)
     assert "val/loss" in metrics
+    # W&B ran offline (nothing leaves the machine) and got the same grid as an image
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/grid_*.jpg"))
 
 
 def test_resume_from_last_ckpt(tmp_path, sample_dir):
@@ -100,3 +102,22 @@ def test_multirun_runs_every_job(tmp_path, sample_dir):
         checkpoint = torch.load(tmp_path / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["config"]["loss"]["kind"] == {"0": "gram", "1": "w2"}[job]
     assert result.stdout.count("done: ") == 2
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")
+                                              if not p.stem.startswith("inverse")))
+def test_experiments_compose_and_build_their_model(experiment, tmp_path):
+    import hydra
+
+    cfg = compose_train([f"experiment={experiment}", f"paths.output_dir={tmp_path}", "model.vgg_weights=random"])
+    assert cfg.trainer.max_steps > 0 and cfg.data.image_size % 8 == 0
+    model = hydra.utils.instantiate(cfg.model)
+    assert model.net.style_dim == cfg.model.style_dim
+    assert set(cfg.callbacks) >= {"model_checkpoint", "image_grid"} and cfg.callbacks.model_checkpoint.save_last
+
+
+def test_hparams_search_grid_is_a_multirun():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=variational_grid"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert set(cfg.hydra.sweeper.params) == {"loss", "model.style_dim", "model.kl_weight"}
