@@ -81,9 +81,12 @@ def test_adain_output_has_the_mapped_mean_and_std():
     torch.testing.assert_close(out.std((2, 3), unbiased=False), (1 + scale).abs(), atol=1e-3, rtol=1e-3)
 
 
-def test_untrained_adain_is_instance_norm():
+def test_adain_with_a_zero_map_is_instance_norm_and_the_initial_map_responds_to_the_code():
     layer, x = AdaIN(4, 3), torch.randn(2, 4, 8, 8)
-    torch.testing.assert_close(layer(x, torch.randn(2, 3)), torch.nn.functional.instance_norm(x))
+    w = torch.randn(2, 3)
+    assert not torch.allclose(layer(x, w)[0], layer(x, w.flip(0))[0])  # the code matters from step 0
+    torch.nn.init.zeros_(layer.to_stats.weight)
+    torch.testing.assert_close(layer(x, w), torch.nn.functional.instance_norm(x))
 
 
 def test_adain_res_block_and_up_blocks():

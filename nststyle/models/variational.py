@@ -115,12 +115,14 @@ class StyleEncoder(nn.Module):
 
 class AdaIN(nn.Module):
     """Instance-normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
-    The std is parameterised as 1 + a (zero-initialised map) so an untrained layer is plain IN."""
+
+    The std is parameterised as 1 + a, around plain IN. The map keeps PyTorch's random init (only the
+    bias starts at zero): with a zero map the code has no effect at first, the style encoder gets no
+    gradient through it, and training sits at that saddle learning one average style (seen on the CPU)."""
 
     def __init__(self, channels: int, w_dim: int):
         super().__init__()
         self.to_stats = nn.Linear(w_dim, 2 * channels)
-        nn.init.zeros_(self.to_stats.weight)
         nn.init.zeros_(self.to_stats.bias)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
