@@ -167,6 +167,54 @@ class VariationalStylizer(Stylizer):
         return [self.decode(content, mixer(a, b, float(t))) for t in torch.linspace(0, 1, steps)]
 
 
+
+from .features import VGGEncoder  # noqa: E402  (the inverse network's section)
+from .models.inverse import InverseNet  # noqa: E402
+from .swap import style_swap  # noqa: E402
+
+
+@register("inverse")
+class InverseStylizer(Stylizer):
+    """Chen & Schmidt's inverse network: VGG-19 -> relu3_1 -> style swap -> Phi^-1, one pass.
+
+    ``patch_size`` / ``stride`` of the swap default to the training values stored in the checkpoint;
+    ``alpha`` blends the swapped activations with the content's own (``alpha * swap + (1 - alpha) * content``).
+    """
+
+    multiple = 4  # relu3_1 is 1/4 of the image: H, W multiples of 4 come back at the same size
+
+    def __init__(self, net: InverseNet, encoder: VGGEncoder, layer: str, device: torch.device,
+                 patch_size: int = 3, stride: int = 1):
+        super().__init__(device)
+        self.net, self.encoder = net.to(device).eval(), encoder.to(device).eval()
+        self.layer, self.patch_size, self.stride = layer, patch_size, stride
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "InverseStylizer":
+        info = checkpoint["nststyle"]
+        net = InverseNet(**info["net"])
+        net.load_state_dict(submodule_state(checkpoint["state_dict"]))
+        encoder = VGGEncoder([info["layer"]], weights=info["vgg_weights"])
+        trained_encoder = submodule_state(checkpoint["state_dict"], "vgg.")
+        if trained_encoder:  # the exact encoder the decoder was trained to invert
+            encoder.load_state_dict(trained_encoder)
+        return cls(net, encoder, info["layer"], device, info.get("patch_size", 3), info.get("stride", 1))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images.to(self.device))[self.layer]
+
+    @torch.no_grad()
+    def swap(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """The activations the decoder inverts (exposed separately so their cost can be timed)."""
+        content_features = self.encode(content)
+        swapped = style_swap(content_features, self.encode(style), self.patch_size, self.stride)
+        return swapped if alpha == 1.0 else torch.lerp(content_features, swapped, alpha)
+
+    @torch.no_grad()
+    def stylize(self, content, style, alpha=1.0):
+        return self.net(self.swap(content, style, alpha))
+
 # -- drivers: files in, files out (what infer.py calls) ----------------------------------------------
 
 @dataclass

@@ -31,6 +31,7 @@ def tiny_module(**overrides) -> InverseNetwork:
 @pytest.mark.parametrize("upsample", ["nearest", "transposed"])
 @pytest.mark.parametrize("output", ["sigmoid", "clamp"])
 def test_decoder_maps_relu3_1_back_to_image_size(norm, upsample, output):
+    torch.manual_seed(0)
     net = InverseNet(norm=norm, upsample=upsample, output=output)
     features = torch.randn(2, 256, 6, 9).relu().requires_grad_()
     image = net(features)
@@ -146,13 +147,72 @@ def train_tiny_checkpoint(path, **overrides):
     return module
 
 
-def test_checkpoint_carries_config_and_leaves_out_the_frozen_vgg(tmp_path):
+def test_checkpoint_carries_config_and_the_encoder_it_inverts(tmp_path):
     module = train_tiny_checkpoint(tmp_path / "inverse.ckpt", patch_size=5)
     checkpoint = torch.load(tmp_path / "inverse.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["nststyle"] == {"kind": "inverse", "net": TINY_NET, "vgg_weights": "random",
                                       "layer": "relu3_1", "patch_size": 5, "stride": 1}
     assert checkpoint["config"]["seed"] == 1
-    assert not any(key.startswith("vgg.") for key in checkpoint["state_dict"])
+    vgg = {key for key in checkpoint["state_dict"] if key.startswith("vgg.")}
+    assert vgg == {f"vgg.{key}" for key in module.vgg.state_dict()}  # random weights could not be rebuilt
     restored = InverseNetwork.load_from_checkpoint(tmp_path / "inverse.ckpt", map_location="cpu")
-    for key, value in module.net.state_dict().items():
-        torch.testing.assert_close(restored.net.state_dict()[key], value)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[key], value)
+
+
+# -- inference ----------------------------------------------------------------------------------------
+
+def skimage_pictures(folder, size=48):
+    from skimage import data
+    from torchvision.transforms.functional import resize
+
+    from nststyle.images import save_image
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in ("astronaut", "coffee", "chelsea"):
+        image = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float() / 255
+        paths.append(save_image(resize(image, [size, size + 8], antialias=True), folder / f"{name}.png"))
+    return paths
+
+
+def test_inverse_stylizer_is_swap_then_decoder(tmp_path):
+    from nststyle.stylize import InverseStylizer, load_stylizer
+    module = train_tiny_checkpoint(tmp_path / "inverse.ckpt", patch_size=3)
+    stylizer = load_stylizer(tmp_path / "inverse.ckpt", "cpu")
+    assert isinstance(stylizer, InverseStylizer) and stylizer.patch_size == 3
+    torch.manual_seed(1)
+    content, style = torch.rand(1, 3, 40, 48), torch.rand(1, 3, 36, 36)
+    module.eval()
+    swapped = style_swap(module.encode(content), module.encode(style), 3, 1)
+    torch.testing.assert_close(stylizer.stylize(content, style), module.net(swapped))
+    # alpha blends the swapped activations with the content's own; alpha=0 decodes the content itself
+    torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.0), module.net(module.encode(content)))
+    half = 0.5 * swapped + 0.5 * module.encode(content)
+    torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.5), module.net(half))
+    stylizer.patch_size, stylizer.stride = 5, 2  # inference-time swap options
+    torch.testing.assert_close(stylizer.stylize(content, style),
+                               module.net(style_swap(module.encode(content), module.encode(style), 5, 2)))
+
+
+def test_checkpoint_to_infer_py_end_to_end(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+    train_tiny_checkpoint(tmp_path / "inverse.ckpt")
+    photos = skimage_pictures(tmp_path / "photos")
+    styles = skimage_pictures(tmp_path / "styles", size=40)[:2]
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "infer.py"), f"ckpt={tmp_path / 'inverse.ckpt'}", f"content={tmp_path / 'photos'}",
+         f"style=[{styles[0]},{styles[1]}]", f"output={tmp_path / 'out' / 'result.png'}", "max_size=44",
+         "preserve_color=true", "device=cpu"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stylize: wrote 6 image(s)" in result.stdout
+    outputs = sorted((tmp_path / "out").glob("result_*_*.png"))
+    assert len(outputs) == 6 and (tmp_path / "out" / "result_grid.jpg").is_file()
+    for path in outputs:
+        width, height = Image.open(path).size
+        assert max(width, height) <= 44 and width % 4 == 0 and height % 4 == 0

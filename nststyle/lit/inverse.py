@@ -12,7 +12,7 @@ decoder that never saw them inverts them badly (``n_swapped=0`` is that ablation
 Checkpoints carry ``checkpoint["nststyle"] = {"kind": "inverse", "net": ..., "vgg_weights": ..., "layer": ...,
 "patch_size": ..., "stride": ...}`` (what ``nststyle.stylize`` needs, without Lightning) and, when
 ``train.py`` set it, ``checkpoint["config"]`` with the resolved Hydra config, like the variational model.
-The frozen VGG weights are left out (rebuilt from ``vgg_weights``).
+The frozen encoder's weights stay in the checkpoint (see ``on_save_checkpoint``).
 """
 from __future__ import annotations
 
@@ -166,9 +166,9 @@ class InverseNetwork(pl.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["state_dict"]
-        for key in [key for key in state if key.startswith("vgg.")]:
-            del state[key]  # frozen and rebuilt from vgg_weights: keeps checkpoints small
+        # Unlike the variational model, the encoder is half of the inference model here and the decoder
+        # only inverts the encoder it was trained against: its weights (2 MB up to relu3_1) stay in the
+        # checkpoint, so ``random`` test encoders and future changes of the weight files cannot break it.
         hp = self.hparams
         checkpoint["nststyle"] = {"kind": self.model_kind, "net": dict(hp.net), "vgg_weights": hp.vgg_weights,
                                   "layer": hp.layer, "patch_size": hp.patch_size, "stride": hp.stride}
@@ -176,6 +176,7 @@ class InverseNetwork(pl.LightningModule):
             checkpoint["config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"].update({f"vgg.{key}": value for key, value in self.vgg.state_dict().items()})
+        for key, value in self.vgg.state_dict().items():  # older checkpoints without the encoder
+            checkpoint["state_dict"].setdefault(f"vgg.{key}", value)
         self.run_config = checkpoint.get("config", self.run_config)
 
