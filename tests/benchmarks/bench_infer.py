@@ -21,8 +21,10 @@ import torch
 import torchvision
 from torch import nn
 
+from nststyle.features import VGGEncoder
+from nststyle.models.inverse import InverseNet
 from nststyle.models.variational import VariationalStyleNet
-from nststyle.swap import adain
+from nststyle.swap import adain, style_swap
 
 
 def adain_decoder() -> nn.Sequential:
@@ -88,6 +90,7 @@ def candidates() -> list[Candidate]:
                   sum(p.numel() for p in reference.parameters())),
         variational("variational, default (width 32, max 256)"),
         variational("variational, small (width 16, max 128)", width=16, max_width=128, style_dim=16),
+        inverse_network(),
     ]
 
 
@@ -127,6 +130,62 @@ def main():
         cached_text = f"{cached:9.3f} {cached / reference[1]:8.2f}" if cached is not None else f"{'-':>9s} {'-':>8s}"
         print(f"{candidate.name:44s} {candidate.parameters / 1e6:7.2f}M {full:8.3f} {full / reference[0]:8.2f} "
               f"{cached_text}")
+    inverse_swap_share(content, style, args.repeats, args.bf16)
+
+
+
+# -- the style-swap inverse network (Chen & Schmidt): VGG relu3_1 -> style swap -> decoder ----------
+
+class InverseTiming(nn.Module):
+    """``nststyle``'s inverse-network inference (what ``stylize.InverseStylizer`` runs) in its three stages."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = VGGEncoder(["relu3_1"], weights="random")
+        self.decoder = InverseNet()
+
+    def encode(self, images):
+        return self.encoder(images)["relu3_1"]
+
+    def forward(self, content, style):
+        return self.decoder(style_swap(self.encode(content), self.encode(style)))
+
+
+def inverse_network() -> Candidate:
+    model = InverseTiming().eval()
+    features = {}
+
+    def cached(content, style):  # style activations computed once; the swap still runs per content
+        if id(style) not in features:
+            features[id(style)] = model.encode(style)
+        return model.decoder(style_swap(model.encode(content), features[id(style)]))
+
+    return Candidate("inverse network (relu3_1 + swap + decoder)", model, cached,
+                     sum(p.numel() for p in model.parameters()))
+
+
+def inverse_swap_share(content, style, repeats: int, bf16: bool) -> None:
+    """Median time of each stage of one inverse-network stylisation and the swap's share of the total."""
+    model = InverseTiming().eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        content_features, style_features = model.encode(content), model.encode(style)
+        swapped = style_swap(content_features, style_features)
+        stages = {"encode content + style": lambda: (model.encode(content), model.encode(style)),
+                  "style swap": lambda: style_swap(content_features, style_features),
+                  "decode": lambda: model.decoder(swapped)}
+        times = {}
+        for name, stage in stages.items():
+            stage()  # warm-up
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                stage()
+                runs.append(time.perf_counter() - start)
+            times[name] = statistics.median(runs)
+    total = sum(times.values())
+    print(f"inverse network stages at {content.shape[-1]} px (relu3_1 {tuple(content_features.shape[-2:])}): "
+          + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in times.items())
+          + f"; total {total:.3f} s, swap {100 * times['style swap'] / total:.0f} %")
 
 
 if __name__ == "__main__":
