@@ -1,0 +1,259 @@
+"""Stylisation by optimising the image (Gatys et al.; Li et al.; Chen & Schmidt): the exact, slow path.
+
+The image's pixels are optimised (L-BFGS or Adam) to minimise
+
+* a distribution-alignment style loss of the zoo (``nststyle.losses.style_loss``):
+  ``alpha * content(relu4_2) + gamma * style + tv_weight * TV``, or
+* the style-swap objective (``loss="swap"``): ``alpha * ||Phi(I) - Phi_ss(C, S)||^2 + tv_weight * TV``
+  at relu3_1, with ``Phi_ss`` the style-swapped content features (``nststyle.swap.style_swap``).
+
+The style (and the content, and the swap target) are encoded once. Pixels are optimised
+unconstrained, as in Gatys et al. (clamping inside L-BFGS would break its curvature pairs), and the
+result is clamped to [0, 1] when read out. Optimisation stops when the total loss changed by less
+than ``rel_tol`` (relative) for ``patience`` consecutive iterations, or after ``max_iter``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .features import CONTENT_LAYER, VGGEncoder
+from .images import match_color
+from .losses import ContentLoss, content_distance, style_loss, total_variation
+from .swap import style_swap
+
+SWAP_LAYER = "relu3_1"
+
+
+@dataclass
+class History:
+    """Per-iteration values of every loss term (``terms["total"]`` is the objective) and timing."""
+    terms: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def iterations(self) -> int:
+        return len(self.terms.get("total", []))
+
+    def append(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.terms.setdefault(name, []).append(value)
+
+
+class DistributionObjective(nn.Module):
+    """``alpha * content + gamma * style + tv_weight * TV`` for a style loss of the zoo or a fusion."""
+
+    def __init__(self, loss, content_weight=1.0, style_weight=1.0, layer_weights=None, content_layer=CONTENT_LAYER,
+                 tv_weight=0.0, loss_options=None):
+        super().__init__()
+        self.style = loss if isinstance(loss, nn.Module) else style_loss(loss, layer_weights, **(loss_options or {}))
+        self.content = ContentLoss(content_layer)
+        self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        content = (self.content.layer,) if self.content_weight else ()
+        return tuple(dict.fromkeys(self.style.layers + content))
+
+    @torch.no_grad()
+    def set_targets(self, encoder, content: torch.Tensor, style: torch.Tensor) -> None:
+        self.style.set_target(encoder(style, self.style.layers))
+        if self.content_weight:
+            self.content.set_target(encoder(content, self.content.layers))
+
+    def forward(self, features, image) -> dict[str, torch.Tensor]:
+        terms = {"style": self.style_weight * self.style(features)}
+        if self.content_weight:
+            terms["content"] = self.content_weight * self.content(features)
+        if self.tv_weight:
+            terms["tv"] = self.tv_weight * total_variation(image)
+        return terms
+
+
+class SwapObjective(nn.Module):
+    """``alpha * ||Phi(I) - Phi_ss(C, S)||^2 + tv_weight * TV`` at relu3_1 (Chen & Schmidt, eq. 4); the
+    feature distance is a mean over elements, like the content loss."""
+
+    def __init__(self, content_weight=1.0, tv_weight=1e-3, layer=SWAP_LAYER, patch_size=3, stride=1):
+        super().__init__()
+        self.content_weight, self.tv_weight = content_weight, tv_weight
+        self.layer, self.patch_size, self.stride = layer, patch_size, stride
+        self.target: torch.Tensor | None = None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,)
+
+    @torch.no_grad()
+    def set_targets(self, encoder, content, style) -> None:
+        self.target = style_swap(encoder(content, self.layers)[self.layer], encoder(style, self.layers)[self.layer],
+                                 self.patch_size, self.stride)
+
+    def forward(self, features, image) -> dict[str, torch.Tensor]:
+        terms = {"swap": self.content_weight * content_distance(features[self.layer], self.target).mean()}
+        if self.tv_weight:
+            terms["tv"] = self.tv_weight * total_variation(image)
+        return terms
+
+
+def _as_batch(image: torch.Tensor) -> torch.Tensor:
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"expected one RGB image (3xHxW or 1x3xHxW), got shape {tuple(image.shape)}")
+    return image
+
+
+def initial_image(init, content: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``"content"`` (a copy), ``"noise"`` (uniform in [0, 1]) or an image tensor (resized to the content)."""
+    if isinstance(init, torch.Tensor):
+        image = _as_batch(init).to(content)
+        if image.shape != content.shape:
+            image = nn.functional.interpolate(image, size=content.shape[-2:], mode="bilinear", antialias=True,
+                                              align_corners=False)
+        return image.clone()
+    if init == "content":
+        return content.clone()
+    if init == "noise":
+        return torch.rand(content.shape, generator=generator).to(content)
+    raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
+
+
+def _optimizer(name: str, image: torch.Tensor, lr: float | None) -> torch.optim.Optimizer:
+    if name == "lbfgs":
+        # One function evaluation per step(); the curvature history persists between steps. Its own
+        # tolerances are off: the relative-change rule decides, whatever the loss's scale.
+        return torch.optim.LBFGS([image], lr=lr or 1.0, max_iter=1, history_size=100, tolerance_grad=0.0,
+                                 tolerance_change=0.0)
+    if name == "adam":
+        return torch.optim.Adam([image], lr=lr or 0.02)
+    raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {name!r}")
+
+
+def converged(totals: list[float], rel_tol: float, patience: int) -> bool:
+    """True when each of the last ``patience`` iterations changed the loss by less than ``rel_tol``."""
+    if len(totals) <= patience:
+        return False
+    recent = totals[-patience - 1:]
+    return all(abs(b - a) <= rel_tol * abs(a) for a, b in zip(recent, recent[1:]))
+
+
+def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2", content_weight: float = 1.0,
+                            style_weight: float = 1.0, layer_weights: dict[str, float] | None = None,
+                            content_layer: str = CONTENT_LAYER, init=None, optimizer: str = "lbfgs",
+                            max_iter: int = 1000, rel_tol: float = 0.005, patience: int = 5,
+                            tv_weight: float | None = None, preserve_color: bool = False,
+                            encoder: VGGEncoder | None = None, lr: float | None = None, loss_options: dict | None = None,
+                            max_step: float | None = 0.1, seed: int | None = 0, progress: bool = True) -> tuple[torch.Tensor, History]:
+    """Stylise ``content`` with ``style`` (``3xHxW`` or ``1x3xHxW`` in [0, 1], same device) by optimisation.
+
+    Args:
+        loss: a style loss kind (``gram, mmd_linear, mmd_poly, mmd_gaussian, bn, w2``), a fusion
+            (``"bn+mmd_poly"`` or ``{"bn": 1, "mmd_poly": 0.5}``), a built style-loss module, or ``"swap"``.
+        content_weight: alpha; 0 reconstructs the style alone (texture synthesis from noise).
+            For ``"swap"`` it weighs the feature reconstruction term.
+        style_weight: gamma, the balance on top of each loss's calibrated scale beta'.
+        init: ``"content"``, ``"noise"``, an image tensor, or None: content, or noise when alpha = 0.
+        tv_weight: total-variation weight (default 0 for style losses, 1e-3 for ``"swap"``).
+        preserve_color: give the style the content's colour statistics first (Gatys et al. 2017).
+        encoder: a ``VGGEncoder`` with the needed layers (default: Caffe VGG-19 built here).
+        loss_options: extra style-loss options (``scale``, ``c``, ``max_pairs`` ...).
+        max_step: the largest change of any pixel in one iteration (longer steps are shortened along
+            their direction); None for none.
+
+    Returns the image (same dims as ``content``, clamped to [0, 1]) and the loss history.
+    """
+    squeeze = content.dim() == 3
+    content, style = _as_batch(content), _as_batch(style).to(content)
+    if preserve_color:
+        style = match_color(style, content)
+    if loss == "swap":
+        objective = SwapObjective(content_weight, 1e-3 if tv_weight is None else tv_weight)
+    else:
+        objective = DistributionObjective(loss, content_weight, style_weight, layer_weights, content_layer,
+                                          tv_weight or 0.0, loss_options)
+    encoder = _encoder_for(objective.layers, encoder).to(content.device)
+    objective.set_targets(encoder, content, style)
+
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    init = init if init is not None else ("content" if content_weight else "noise")
+    image = initial_image(init, content, generator).requires_grad_()
+    history = _run(objective, encoder, image, _optimizer(optimizer, image, lr), max_iter, rel_tol, patience, progress,
+                   max_step)
+    result = image.detach().clamp(0, 1)
+    return (result[0] if squeeze else result), history
+
+
+def _encoder_for(layers: tuple[str, ...], encoder: VGGEncoder | None) -> VGGEncoder:
+    if encoder is None:
+        return VGGEncoder(layers, weights="caffe")
+    missing = set(layers) - set(encoder.layers)
+    if missing:
+        raise ValueError(f"the encoder was built without layers {sorted(missing)} that this loss needs")
+    return encoder
+
+
+def _limit_step(optimizer, image, before, max_step) -> None:
+    """Shrink a step that moved a pixel by more than ``max_step`` back along its direction.
+
+    L-BFGS without a line search estimates curvature from its first, tiny step; on stiff losses
+    (W2's square roots of small eigenvalues) that estimate can send the next step thousands of
+    units away. Shortening the step is a line-search backtrack: scaling L-BFGS's step length ``t``
+    by the same factor keeps its next curvature pair ``s = t * d`` consistent with the real move.
+    """
+    with torch.no_grad():
+        step = image - before
+        largest = step.abs().max().item()
+        if largest > max_step:
+            factor = max_step / largest
+            image.copy_(before + step * factor)
+            state = optimizer.state[image]
+            if "t" in state:  # torch.optim.LBFGS keeps the last step as d * t
+                state["t"] *= factor
+
+
+def _run(objective, encoder, image, optimizer, max_iter, rel_tol, patience, progress, max_step) -> History:
+    history, start = History(), time.perf_counter()
+    bar = tqdm(total=max_iter, disable=not progress, desc="stylise", unit="it", dynamic_ncols=True)
+    layers = objective.layers
+    # L-BFGS has absolute thresholds (it skips curvature pairs with y.s < 1e-10): optimising
+    # total / |initial total| makes its behaviour independent of the loss's scale.
+    with torch.no_grad():
+        initial = sum(objective(encoder(image, layers), image).values()).abs().item()
+    scale = 1.0 / initial if 0 < initial < float("inf") else 1.0
+    for _ in range(max_iter):
+        values = {}
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            terms = objective(encoder(image, layers), image)
+            total = sum(terms.values())
+            (total * scale).backward()
+            values.clear()
+            values.update({name: term.item() for name, term in terms.items()}, total=total.item())
+            return total * scale
+
+        before = image.detach().clone() if max_step else None
+        optimizer.step(closure)
+        if max_step:
+            _limit_step(optimizer, image, before, max_step)
+        history.append(values)
+        bar.update()
+        bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
+        if not all(map(_finite, values.values())):
+            raise FloatingPointError(f"the loss became non-finite at iteration {history.iterations}: {values}")
+        if converged(history.terms["total"], rel_tol, patience):
+            history.stopped_early = True
+            break
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
