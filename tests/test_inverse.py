@@ -1,6 +1,10 @@
 """The Chen & Schmidt inverse network: decoder, training mix, training signal, checkpoints, inference."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -9,6 +13,7 @@ from nststyle.lit.inverse import InverseNetwork, swap_pairs
 from nststyle.models.inverse import InverseNet
 from nststyle.swap import style_swap
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = {"widths": [16, 8], "norm": "instance"}
 
 
@@ -194,18 +199,44 @@ def test_inverse_stylizer_is_swap_then_decoder(tmp_path):
                                module.net(style_swap(module.encode(content), module.encode(style), 5, 2)))
 
 
-def test_checkpoint_to_infer_py_end_to_end(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+@pytest.fixture(scope="module")
+def quickstart_checkpoint(tmp_path_factory):
+    """``train.py experiment=inverse_quickstart``, shrunk to seconds (tiny widths, 32 px, random VGG)."""
+    from hydra import compose, initialize_config_dir
 
+    from nststyle.sample_set import build_sample_set
+    sys.path.insert(0, str(ROOT))
+    from train import train
+
+    sample, run = tmp_path_factory.mktemp("sample"), tmp_path_factory.mktemp("run")
+    build_sample_set(sample)
+    overrides = ["experiment=inverse_quickstart", "model.vgg_weights=random", "model.net.widths=[16,8]",
+                 "data.image_size=32", "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4",
+                 f"data.sample_dir={sample}", f"paths.output_dir={run}", "trainer.max_steps=3",
+                 "data.train_batches_per_epoch=3", "trainer.precision=32-true", "threads=1", "logger=csv"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        metrics = train(compose("train", overrides=overrides))
+    return run / "checkpoints" / "last.ckpt", metrics
+
+
+def test_train_py_inverse_quickstart_writes_a_checkpoint_with_its_config(quickstart_checkpoint):
+    path, metrics = quickstart_checkpoint
+    for name in ("train/loss", "train/recon", "train/recon_swapped", "train/tv", "val/recon_swapped"):
+        assert name in metrics and torch.isfinite(torch.tensor(metrics[name])), (name, metrics)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3 and checkpoint["nststyle"]["kind"] == "inverse"
+    assert checkpoint["config"]["model"]["_target_"] == "nststyle.lit.inverse.InverseNetwork"
+    assert checkpoint["config"]["model"]["n_swapped"] == 4 and checkpoint["config"]["data"]["batch_size"] == 2
+    assert list((path.parent.parent / "csv" / "version_0" / "images").glob("val_step*.jpg"))  # the grid callback
+
+
+def test_checkpoint_to_infer_py_end_to_end(tmp_path, quickstart_checkpoint):
     from PIL import Image
-    train_tiny_checkpoint(tmp_path / "inverse.ckpt")
+    checkpoint, _ = quickstart_checkpoint
     photos = skimage_pictures(tmp_path / "photos")
     styles = skimage_pictures(tmp_path / "styles", size=40)[:2]
-    root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, str(root / "infer.py"), f"ckpt={tmp_path / 'inverse.ckpt'}", f"content={tmp_path / 'photos'}",
+        [sys.executable, str(ROOT / "infer.py"), f"ckpt={checkpoint}", f"content={tmp_path / 'photos'}",
          f"style=[{styles[0]},{styles[1]}]", f"output={tmp_path / 'out' / 'result.png'}", "max_size=44",
          "preserve_color=true", "device=cpu"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
