@@ -2,16 +2,20 @@
 
 A thin Hydra entry (conf/infer.yaml) that dispatches on ``method`` to the library:
 ``feedforward`` -> ``nststyle.stylize`` (a checkpoint from train.py; modes stylize, mix, sample,
-interpolate). Errors a user can fix print one line and exit with status 1.
+interpolate); ``optimize`` -> ``nststyle.optimize`` (no checkpoint: optimise the image with the style
+loss chosen by ``loss=`` from conf/loss/, e.g. ``loss=w2`` or ``loss=swap``).
+Errors a user can fix print one line and exit with status 1.
 """
 from __future__ import annotations
 
 import sys
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
+from nststyle.optimize import stylize_file_by_optimization
 from nststyle.stylize import StylizeError, load_stylizer, run_interpolate, run_mix, run_sample, run_stylize
 
 
@@ -47,8 +51,25 @@ def feedforward(cfg: DictConfig) -> str:
     return written.summary(cfg.mode)
 
 
+def optimize(cfg: DictConfig) -> str:
+    if cfg.style is None:
+        raise StylizeError("method=optimize needs style=IMAGE")
+    loss_options = OmegaConf.to_container(cfg.loss, resolve=True)
+    kind = loss_options.pop("kind")
+    try:
+        result = stylize_file_by_optimization(
+            cfg.content, cfg.style, cfg.output, loss=kind, loss_options=loss_options, max_size=cfg.max_size,
+            style_size=cfg.style_size, init=cfg.init, device=cfg.device, vgg_weights=cfg.vgg_weights,
+            content_weight=cfg.content_weight, style_weight=cfg.style_weight, tv_weight=cfg.tv_weight,
+            optimizer=cfg.optimizer, max_iter=cfg.max_iter, rel_tol=cfg.rel_tol, preserve_color=cfg.preserve_color,
+            seed=cfg.seed, progress=cfg.progress)
+    except (ValueError, WeightsUnavailableError) as error:  # bad options or missing weights: user-fixable
+        raise StylizeError(str(error)) from None
+    return result.summary()
+
+
 # method name -> function(cfg) -> one-line summary
-METHODS = {"feedforward": feedforward}
+METHODS = {"feedforward": feedforward, "optimize": optimize}
 
 
 def resolve_method(cfg: DictConfig) -> str:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .features import CONTENT_LAYER, VGGEncoder
-from .images import match_color
+from .images import list_images, load_image, match_color, save_image
 from .losses import ContentLoss, content_distance, style_loss, total_variation
 from .swap import style_swap
 
@@ -33,7 +34,8 @@ SWAP_LAYER = "relu3_1"
 class History:
     """Per-iteration values of every loss term (``terms["total"]`` is the objective) and timing."""
     terms: dict[str, list[float]] = field(default_factory=dict)
-    seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)  # wall-clock time of each iteration
+    seconds: float = 0.0  # the whole loop, including the initial evaluation
     stopped_early: bool = False
 
     @property
@@ -148,8 +150,9 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
                             content_layer: str = CONTENT_LAYER, init=None, optimizer: str = "lbfgs",
                             max_iter: int = 1000, rel_tol: float = 0.005, patience: int = 5,
                             tv_weight: float | None = None, preserve_color: bool = False,
-                            encoder: VGGEncoder | None = None, lr: float | None = None, loss_options: dict | None = None,
-                            max_step: float | None = 0.1, seed: int | None = 0, progress: bool = True) -> tuple[torch.Tensor, History]:
+                            encoder: VGGEncoder | None = None, vgg_weights: str = "caffe", lr: float | None = None,
+                            loss_options: dict | None = None, max_step: float | None = 0.1, seed: int | None = 0,
+                            progress: bool = True) -> tuple[torch.Tensor, History]:
     """Stylise ``content`` with ``style`` (``3xHxW`` or ``1x3xHxW`` in [0, 1], same device) by optimisation.
 
     Args:
@@ -161,8 +164,9 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
         init: ``"content"``, ``"noise"``, an image tensor, or None: content, or noise when alpha = 0.
         tv_weight: total-variation weight (default 0 for style losses, 1e-3 for ``"swap"``).
         preserve_color: give the style the content's colour statistics first (Gatys et al. 2017).
-        encoder: a ``VGGEncoder`` with the needed layers (default: Caffe VGG-19 built here).
-        loss_options: extra style-loss options (``scale``, ``c``, ``max_pairs`` ...).
+        encoder: a ``VGGEncoder`` with the needed layers (default: one built here from ``vgg_weights``).
+        loss_options: extra style-loss options (``scale``, ``c``, ``max_pairs`` ...; for ``"swap"``:
+            ``layer``, ``patch_size``, ``stride``).
         max_step: the largest change of any pixel in one iteration (longer steps are shortened along
             their direction); None for none.
 
@@ -173,11 +177,11 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
     if preserve_color:
         style = match_color(style, content)
     if loss == "swap":
-        objective = SwapObjective(content_weight, 1e-3 if tv_weight is None else tv_weight)
+        objective = SwapObjective(content_weight, 1e-3 if tv_weight is None else tv_weight, **(loss_options or {}))
     else:
         objective = DistributionObjective(loss, content_weight, style_weight, layer_weights, content_layer,
                                           tv_weight or 0.0, loss_options)
-    encoder = _encoder_for(objective.layers, encoder).to(content.device)
+    encoder = _encoder_for(objective.layers, encoder, vgg_weights).to(content.device)
     objective.set_targets(encoder, content, style)
 
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -189,9 +193,9 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
     return (result[0] if squeeze else result), history
 
 
-def _encoder_for(layers: tuple[str, ...], encoder: VGGEncoder | None) -> VGGEncoder:
+def _encoder_for(layers: tuple[str, ...], encoder: VGGEncoder | None, weights: str) -> VGGEncoder:
     if encoder is None:
-        return VGGEncoder(layers, weights="caffe")
+        return VGGEncoder(layers, weights=weights)
     missing = set(layers) - set(encoder.layers)
     if missing:
         raise ValueError(f"the encoder was built without layers {sorted(missing)} that this loss needs")
@@ -238,10 +242,12 @@ def _run(objective, encoder, image, optimizer, max_iter, rel_tol, patience, prog
             values.update({name: term.item() for name, term in terms.items()}, total=total.item())
             return total * scale
 
+        step_start = time.perf_counter()
         before = image.detach().clone() if max_step else None
         optimizer.step(closure)
         if max_step:
             _limit_step(optimizer, image, before, max_step)
+        history.step_seconds.append(time.perf_counter() - step_start)
         history.append(values)
         bar.update()
         bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
@@ -257,3 +263,55 @@ def _run(objective, encoder, image, optimizer, max_iter, rel_tol, patience, prog
 
 def _finite(value: float) -> bool:
     return value == value and abs(value) != float("inf")
+
+
+@dataclass
+class OptimizeResult:
+    """What ``stylize_file_by_optimization`` wrote."""
+    path: Path
+    size: tuple[int, int]  # height, width
+    loss: str
+    history: History
+    seconds: float
+
+    def summary(self) -> str:
+        stop = "converged" if self.history.stopped_early else "max_iter reached"
+        return (f"wrote {self.path} ({self.size[1]}x{self.size[0]}, loss {self.loss}, {self.history.iterations} "
+                f"iterations, {stop}) in {self.seconds:.1f} s")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or ``"auto"``: CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _single_image(path, role: str) -> Path:
+    files = list_images(path)
+    if len(files) != 1:
+        raise ValueError(f"optimisation stylises one pair: {role}={path} holds {len(files)} images; pass one file")
+    return files[0]
+
+
+def stylize_file_by_optimization(content_path, style_path, output, loss="w2", loss_options: dict | None = None,
+                                 max_size: int | None = 512, style_size: int | None = None, init=None,
+                                 device=None, vgg_weights: str = "caffe", **options) -> OptimizeResult:
+    """Read a photo and a painting, stylise by optimisation, write ``output``.
+
+    ``init`` may also be an image path. Style images are resized to ``style_size`` (default
+    ``max_size``). Other keyword arguments go to ``stylize_by_optimization``. Unreadable images raise
+    ``nststyle.images.ImageError``; bad options raise ``ValueError``.
+    """
+    start = time.perf_counter()
+    name = loss if isinstance(loss, str) else "+".join(loss)
+    device = resolve_device(device)
+    content = load_image(_single_image(content_path, "content"), max_size).to(device)
+    style = load_image(_single_image(style_path, "style"), style_size or max_size).to(device)
+    if init not in (None, "content", "noise") and not isinstance(init, torch.Tensor):
+        init = load_image(_single_image(init, "init"), max_size)
+    image, history = stylize_by_optimization(content, style, loss=loss, loss_options=loss_options, init=init,
+                                             vgg_weights=vgg_weights, **options)
+    path = save_image(image, output)
+    return OptimizeResult(path, tuple(image.shape[-2:]), name, history, time.perf_counter() - start)
+
