@@ -14,6 +14,8 @@ only, for the same number of steps. PHOTOS.txt / PAINTINGS.txt list held-back im
 - ``ablation``: the reconstruction error ``||Phi(Phi^-1(z)) - z||^2`` of swapped (and natural) activations
   of every held-back pair for both checkpoints, and ``inverse_ablation.jpg`` (trained with swaps |
   without swaps, a row per pair);
+- ``curve``: the same errors for every step both runs checkpointed (``--main-dir``, ``--ablation-dir``),
+  ``inverse_ablation_curve.jpg``;
 - ``video``: stability of consecutive frames of a synthetic pan (see ``video_stability``).
 """
 from __future__ import annotations
@@ -125,6 +127,62 @@ def ablation_stage(main, ablation, photos, paintings, size, out: Path):
 
 
 @torch.no_grad()
+def line_plot(series: dict[str, list[tuple[int, float]]], path: Path, ylabel: str, width=640, height=360) -> None:
+    """A linear-scale line plot with PIL (no plotting library here): one coloured line per series."""
+    from PIL import Image, ImageDraw
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14)]
+    left, right, top, bottom = 70, 190, 20, 40
+    points = [p for line in series.values() for p in line]
+    x_max, y_max = max(x for x, _ in points), max(y for _, y in points) * 1.05
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def xy(x, y):
+        return left + plot_w * x / x_max, top + plot_h * (1 - y / y_max)
+
+    for fraction in (0, 0.25, 0.5, 0.75, 1.0):
+        _, y = xy(0, fraction * y_max)
+        draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))
+        draw.text((6, y - 6), f"{fraction * y_max:.3g}", fill="black")
+    for x_tick in sorted({x for x, _ in points}):
+        x, _ = xy(x_tick, 0)
+        draw.text((x - 10, height - bottom + 6), str(x_tick), fill="black")
+    draw.text((left + plot_w // 2 - 15, height - 16), "step", fill="black")
+    draw.text((left + 4, top + 2), ylabel, fill="black")
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    for index, (name, line) in enumerate(series.items()):
+        colour = colours[index % len(colours)]
+        draw.line([xy(*p) for p in line], fill=colour, width=2)
+        for p in line:
+            x, y = xy(*p)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        y = top + 10 + 18 * index
+        draw.line([(width - right + 10, y + 6), (width - right + 30, y + 6)], fill=colour, width=3)
+        draw.text((width - right + 35, y), name, fill="black")
+    image.save(path, quality=90)
+
+
+def curve_stage(main_dir: Path, ablation_dir: Path, photos, paintings, size, out: Path):
+    """Held-back swapped-activation reconstruction error at every step both runs have a checkpoint of."""
+    steps = sorted({p.name for p in main_dir.glob("step*.ckpt")} & {p.name for p in ablation_dir.glob("step*.ckpt")})
+    series = {"swapped, trained with swaps": [], "swapped, natural only": [],
+              "photos, trained with swaps": [], "photos, natural only": []}
+    print(f"held-back reconstruction error per checkpoint at {size} px (mean over pairs / photos):")
+    for name in steps:
+        step = int(name[4:10])
+        row = []
+        for run, directory in (("trained with swaps", main_dir), ("natural only", ablation_dir)):
+            errors = reconstruction_errors(load_stylizer(directory / name, "cpu"), photos, paintings, size)
+            series[f"swapped, {run}"].append((step, statistics.mean(errors["swapped"])))
+            series[f"photos, {run}"].append((step, statistics.mean(errors["photos"])))
+            row.append(f"{run}: swapped {statistics.mean(errors['swapped']):8.1f}, photos "
+                       f"{statistics.mean(errors['photos']):8.1f}, paintings {statistics.mean(errors['paintings']):8.1f}")
+        print(f"  step {step:5d}  " + " | ".join(row))
+    line_plot(series, out / "inverse_ablation_curve.jpg", "||Phi(Phi^-1(z)) - z||^2, held-back")
+    print(f"-> {out / 'inverse_ablation_curve.jpg'}")
+
+
 def video_stability(stylizer: InverseStylizer, photo: Path, painting: Path, size: int = 192, frames: int = 8,
                     shift: int = 4) -> dict[str, float]:
     """A synthetic pan: frame t is the ``size`` crop of a larger photo at x offset ``t * shift``. For
@@ -174,6 +232,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--main", required=True)
     parser.add_argument("--ablation")
+    parser.add_argument("--main-dir", help="checkpoint folder of the main run (curve stage)")
+    parser.add_argument("--ablation-dir", help="checkpoint folder of the ablation run (curve stage)")
     parser.add_argument("--photos", required=True)
     parser.add_argument("--paintings", required=True)
     parser.add_argument("--out", default="docs/figures")
@@ -184,7 +244,7 @@ def main():
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--rel-tol", type=float, default=0.001, help="optimisation stops below this relative change")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--stages", default="optimize,grid,compare,ablation,video")
+    parser.add_argument("--stages", default="optimize,grid,compare,ablation,curve,video")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out, cache = Path(args.out), Path(args.cache)
@@ -201,6 +261,8 @@ def main():
         compare_stage(main_stylizer, photos, paintings, args.compare_size, tv_weight, cache, out)
     if "ablation" in stages and args.ablation:
         ablation_stage(main_stylizer, load_stylizer(args.ablation, "cpu"), photos, paintings, args.eval_size, out)
+    if "curve" in stages and args.main_dir and args.ablation_dir:
+        curve_stage(Path(args.main_dir), Path(args.ablation_dir), photos, paintings, args.eval_size, out)
     if "video" in stages:
         video_stage(main_stylizer, photos, paintings, out)
 
