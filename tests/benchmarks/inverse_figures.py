@@ -165,15 +165,18 @@ def line_plot(series: dict[str, list[tuple[int, float]]], path: Path, ylabel: st
 
 def curve_stage(main_dir: Path, ablation_dir: Path, photos, paintings, size, out: Path):
     """Held-back swapped-activation reconstruction error at every step both runs have a checkpoint of."""
-    steps = sorted({p.name for p in main_dir.glob("step*.ckpt")} & {p.name for p in ablation_dir.glob("step*.ckpt")})
+    def by_step(directory):
+        return {int(path.stem[4:]): path for path in directory.glob("step*.ckpt")}
+
+    main_steps, ablation_steps = by_step(main_dir), by_step(ablation_dir)
+    steps = sorted(main_steps.keys() & ablation_steps.keys())
     series = {"swapped, trained with swaps": [], "swapped, natural only": [],
               "photos, trained with swaps": [], "photos, natural only": []}
     print(f"held-back reconstruction error per checkpoint at {size} px (mean over pairs / photos):")
-    for name in steps:
-        step = int(name[4:10])
+    for step in steps:
         row = []
-        for run, directory in (("trained with swaps", main_dir), ("natural only", ablation_dir)):
-            errors = reconstruction_errors(load_stylizer(directory / name, "cpu"), photos, paintings, size)
+        for run, checkpoints in (("trained with swaps", main_steps), ("natural only", ablation_steps)):
+            errors = reconstruction_errors(load_stylizer(checkpoints[step], "cpu"), photos, paintings, size)
             series[f"swapped, {run}"].append((step, statistics.mean(errors["swapped"])))
             series[f"photos, {run}"].append((step, statistics.mean(errors["photos"])))
             row.append(f"{run}: swapped {statistics.mean(errors['swapped']):8.1f}, photos "
