@@ -54,7 +54,6 @@ class InverseNetwork(pl.LightningModule):
             entry: ``{"kind": ..., **options}``) between decoded swapped activations and their paintings.
         optimizer: Adam keyword arguments. scheduler: see ``lit.variational.lr_lambda``
             (``inverse`` with ``decay=1e-4`` is the reference code's Torch-7 learning-rate decay).
-        grid_size: (content, style) pairs in the preview grids.
     """
 
     model_kind = "inverse"
@@ -63,7 +62,7 @@ class InverseNetwork(pl.LightningModule):
                  n_photos: int = 2, n_paintings: int = 2, n_swapped: int = 4, patch_size: int = 3, stride: int = 1,
                  tv_weight: float = 0.5, pixel_weight: float = 0.0, style_weight: float = 0.0,
                  style_loss: dict | None = None, style_layers: dict | None = None, optimizer: dict | None = None,
-                 scheduler: dict | None = None, grid_size: int = 4):
+                 scheduler: dict | None = None):
         super().__init__()
         self.save_hyperparameters({
             "net": plain(net or {}), "vgg_weights": vgg_weights, "layer": layer, "n_photos": n_photos,
@@ -71,7 +70,7 @@ class InverseNetwork(pl.LightningModule):
             "tv_weight": tv_weight, "pixel_weight": pixel_weight, "style_weight": style_weight,
             "style_loss": plain(style_loss or {"kind": "gram"}), "style_layers": plain(style_layers or SWAP_STYLE_LAYERS),
             "optimizer": plain(optimizer or {"lr": 1e-3}),
-            "scheduler": plain(scheduler or {"kind": "inverse", "decay": 1e-4}), "grid_size": grid_size})
+            "scheduler": plain(scheduler or {"kind": "inverse", "decay": 1e-4})})
         self.net = InverseNet(**self.hparams.net)
         self.style_loss = None
         if style_weight > 0:
