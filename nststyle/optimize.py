@@ -152,7 +152,7 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
                             tv_weight: float | None = None, preserve_color: bool = False,
                             encoder: VGGEncoder | None = None, vgg_weights: str = "caffe", lr: float | None = None,
                             loss_options: dict | None = None, max_step: float | None = 0.1, seed: int | None = 0,
-                            progress: bool = True) -> tuple[torch.Tensor, History]:
+                            progress: bool = True, callback=None) -> tuple[torch.Tensor, History]:
     """Stylise ``content`` with ``style`` (``3xHxW`` or ``1x3xHxW`` in [0, 1], same device) by optimisation.
 
     Args:
@@ -169,6 +169,8 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
             ``layer``, ``patch_size``, ``stride``).
         max_step: the largest change of any pixel in one iteration (longer steps are shortened along
             their direction); None for none.
+        callback: called as ``callback(iteration, image, values)`` after every iteration (not timed
+            in ``History.step_seconds``), e.g. to save snapshots.
 
     Returns the image (same dims as ``content``, clamped to [0, 1]) and the loss history.
     """
@@ -188,7 +190,7 @@ def stylize_by_optimization(content: torch.Tensor, style: torch.Tensor, loss="w2
     init = init if init is not None else ("content" if content_weight else "noise")
     image = initial_image(init, content, generator).requires_grad_()
     history = _run(objective, encoder, image, _optimizer(optimizer, image, lr), max_iter, rel_tol, patience, progress,
-                   max_step)
+                   max_step, callback)
     result = image.detach().clamp(0, 1)
     return (result[0] if squeeze else result), history
 
@@ -221,7 +223,7 @@ def _limit_step(optimizer, image, before, max_step) -> None:
                 state["t"] *= factor
 
 
-def _run(objective, encoder, image, optimizer, max_iter, rel_tol, patience, progress, max_step) -> History:
+def _run(objective, encoder, image, optimizer, max_iter, rel_tol, patience, progress, max_step, callback) -> History:
     history, start = History(), time.perf_counter()
     bar = tqdm(total=max_iter, disable=not progress, desc="stylise", unit="it", dynamic_ncols=True)
     layers = objective.layers
@@ -249,6 +251,8 @@ def _run(objective, encoder, image, optimizer, max_iter, rel_tol, patience, prog
             _limit_step(optimizer, image, before, max_step)
         history.step_seconds.append(time.perf_counter() - step_start)
         history.append(values)
+        if callback is not None:
+            callback(history.iterations, image.detach(), values)
         bar.update()
         bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
         if not all(map(_finite, values.values())):

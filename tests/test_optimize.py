@@ -115,9 +115,11 @@ def test_optimisation_stops_when_the_loss_settles(encoder, images):
     _, history = stylize_by_optimization(content, style, loss="bn", max_iter=50, rel_tol=1.0, patience=2,
                                          encoder=encoder, progress=False)
     assert history.stopped_early and history.iterations == 3
+    seen = []
     _, history = stylize_by_optimization(content, style, loss="bn", max_iter=3, rel_tol=0.0, encoder=encoder,
-                                         progress=False)
-    assert not history.stopped_early and history.iterations == 3
+                                         progress=False, callback=lambda i, image, values: seen.append((i, values)))
+    assert not history.stopped_early and history.iterations == 3 and len(history.step_seconds) == 3
+    assert [i for i, _ in seen] == [1, 2, 3] and [v["total"] for _, v in seen] == history.terms["total"]
 
 
 def test_encoder_without_the_needed_layers_is_rejected(images):
