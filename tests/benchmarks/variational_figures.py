@@ -7,7 +7,7 @@ RUN_DIR is a train.py run folder (checkpoints/last.ckpt, csv/version_0/metrics.c
 PAINTINGS.txt list held-back image files (one per line). Writes
 - ``variational_loss.jpg``: training loss terms (moving average) and validation loss per step, log scale;
 - ``variational_holdout_grid.jpg``: row = photo, column = painting, each tile the stylised photo;
-- ``variational_prior_samples.jpg``: per photo, styles drawn from the prior N(0, I);
+- ``variational_prior_samples.jpg``: per photo, styles drawn from the prior N(0, T^2 I);
 - ``variational_interpolation.jpg``: one photo, slerp between the codes of two paintings;
 and prints the final losses and the inference time per image.
 """
@@ -107,6 +107,9 @@ def main():
     parser.add_argument("--tile", type=int, default=128, help="tile height in the figures")
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--pair", default="0,1", help="indices of the two paintings to interpolate between")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="prior samples z ~ N(0, T^2 I); a short run's posterior means sit well inside the prior")
     args = parser.parse_args()
 
     series = read_metrics(args.run / "csv" / "version_0" / "metrics.csv")
@@ -128,10 +131,12 @@ def main():
     per_image = (time.perf_counter() - start) / len(tiles)
     save_grid(tiles, args.out / "variational_holdout_grid.jpg", nrow=len(paintings), size=args.tile)
 
-    samples = [tile[0] for photo in photos[:3] for tile in stylizer.sample(photo, args.samples, seed=0)]
+    samples = [tile[0] for photo in photos[:3]
+               for tile in stylizer.sample(photo, args.samples, seed=0, temperature=args.temperature)]
     save_grid(samples, args.out / "variational_prior_samples.jpg", nrow=args.samples, size=args.tile)
 
-    strip = stylizer.interpolate(photos[0], paintings[0], paintings[1], args.steps, "slerp")
+    first, second = (int(index) for index in args.pair.split(","))
+    strip = stylizer.interpolate(photos[0], paintings[first], paintings[second], args.steps, "slerp")
     save_grid([image[0] for image in strip], args.out / "variational_interpolation.jpg", nrow=args.steps,
               size=args.tile)
     codes = torch.cat([stylizer.style_code(p) for p in paintings])
