@@ -18,6 +18,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
+from nststyle.losses import style_loss
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train (message is one line)."""
+
+
+def check_loss(cfg: DictConfig) -> None:
+    """Fail before building anything when ``loss=`` is not a distribution loss (e.g. ``loss=swap``,
+    which only exists for ``infer.py method=optimize``)."""
+    loss = cfg.get("loss")
+    if loss is None or "kind" not in loss:
+        return
+    try:
+        style_loss(loss.kind)
+    except ValueError as error:
+        raise ConfigError(f"loss={loss.kind} cannot train a feed-forward model: {error}") from None
 
 
 def instantiate_all(group: DictConfig | None) -> list:
@@ -27,6 +44,7 @@ def instantiate_all(group: DictConfig | None) -> list:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    check_loss(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     if cfg.get("seed") is not None:
@@ -56,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except (ImageError, WeightsUnavailableError, FileNotFoundError) as error:
+    except (ConfigError, ImageError, WeightsUnavailableError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     summary = ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()) if "/" in name)

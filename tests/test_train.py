@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from train import train  # noqa: E402
 
-LOSS_KINDS = sorted(path.stem for path in (ROOT / "conf" / "loss").glob("*.yaml"))
+# every conf/loss entry that is a distribution loss (swap.yaml is for infer.py method=optimize only)
+LOSS_KINDS = sorted(path.stem for path in (ROOT / "conf" / "loss").glob("*.yaml")
+                    if "kind: swap" not in path.read_text())
 
 # tiny network, 32 px, random VGG weights, no loader workers: seconds per run
 FAST = ["model=variational_tiny", "model.vgg_weights=random", "data.image_size=32", "data.batch_size=2",
@@ -92,6 +94,13 @@ def test_missing_shards_give_a_one_line_error(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: no shards match /nonexistent/content-*.tar")
     assert "Traceback" not in result.stderr
+
+
+def test_swap_loss_is_refused_before_training(tmp_path):
+    from train import ConfigError
+
+    with pytest.raises(ConfigError, match="loss=swap cannot train a feed-forward model"):
+        train(compose_train([*FAST, "loss=swap", f"paths.output_dir={tmp_path}"]))
 
 
 def test_multirun_runs_every_job(tmp_path, sample_dir):
