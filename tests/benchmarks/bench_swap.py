@@ -2,11 +2,11 @@
 transposed conv -> overlap division, as in tests/test_swap.py) at relu3_1 of square crops of a real
 photo and a real painting, 256/384/512 px.
 
-Each (size, method) runs in a fresh subprocess that loads the precomputed features and then calls
-the swap ``--repeats`` times. Reported:
-  time  median wall-clock seconds of the repeats (torch threads as the machine gives them);
-  peak  the process's peak resident set size (VmHWM, reset just before the first call) minus its RSS
-        at that moment,
+Each call runs in a fresh subprocess that loads the precomputed features and calls the swap once;
+the two methods alternate ``--repeats`` times per size. Reported:
+  time  median wall-clock seconds over the repeats (torch threads as the machine gives them);
+  peak  the process's peak resident set size (VmHWM, reset just before the call) minus its RSS at
+        that moment (the largest over the repeats),
         i.e. the most extra host memory the operation ever held; glibc's mmap threshold is fixed at
         1 MB so freed buffers leave the RSS (CPU only; on CUDA one would read
         torch.cuda.max_memory_allocated instead).
@@ -116,7 +116,17 @@ def main() -> None:
             features = Path(tmp) / f"features_{size}.pt"
             torch.save((content, style), features)
             print(f"{size} px: relu3_1 {tuple(content.shape)}, style {tuple(style.shape)}", flush=True)
-            results = {m: run_case(m, features, Path(tmp) / f"{m}_{size}.pt", args.repeats) for m in ("ours", "reference")}
+            # alternate single-call subprocesses (ours, reference, ours, ...) so that changing load from
+            # other work on the machine hits both alike; median time, largest peak
+            runs = {"ours": [], "reference": []}
+            for _ in range(args.repeats):
+                for method in runs:
+                    if runs[method] is not None:
+                        result = run_case(method, features, Path(tmp) / f"{method}_{size}.pt", 1)
+                        runs[method] = None if result is None else runs[method] + [result]
+            results = {method: None if not found else {"time": statistics.median(r["time"] for r in found),
+                                                        "peak_mb": max(r["peak_mb"] for r in found)}
+                       for method, found in runs.items()}
             for method, result in results.items():
                 if result:
                     print(f"  {method:9s} median {result['time']:7.2f} s   peak +{result['peak_mb']:7.0f} MB", flush=True)
