@@ -212,6 +212,16 @@ def test_loss_terms_and_one_vgg_pass_for_both_targets(monkeypatch):
     torch.testing.assert_close(terms["loss"], expected)
 
 
+def test_a_nonfinite_loss_skips_the_update(monkeypatch):
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random")
+    batch = (torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    assert torch.is_tensor(module.training_step(batch, 0))
+    finite = module.losses
+    monkeypatch.setattr(module, "losses", lambda c, s: {**finite(c, s), "loss": torch.tensor(float("nan"))})
+    with pytest.warns(UserWarning):  # self.log without a trainer
+        assert module.training_step(batch, 0) is None
+
+
 def skimage_pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     def tensor(image):
         image = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255

@@ -124,6 +124,11 @@ class VariationalStyleTransfer(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         content, style = batch
         terms = self.losses(content, style)
+        if not torch.isfinite(terms["loss"]):
+            # One bad batch must not poison the weights and Adam's moments (a CPU bf16 run went NaN at
+            # step ~1120): skip the update (Lightning skips backward and step on None).
+            self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum", batch_size=len(content))
+            return None
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()},
                       prog_bar=False, batch_size=len(content))
         self.log("loss", terms["loss"].detach(), prog_bar=True, logger=False, batch_size=len(content))

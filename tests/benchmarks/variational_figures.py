@@ -34,7 +34,7 @@ def read_metrics(path: Path) -> dict[str, list[tuple[int, float]]]:
     with open(path) as handle:
         for row in csv.DictReader(handle):
             for key, value in row.items():
-                if key.startswith(("train/", "val/")) and value:
+                if key.startswith(("train/", "val/")) and value and math.isfinite(float(value)):
                     series.setdefault(key, []).append((int(row["step"]), float(value)))
     if "train/kl" in series and "train/kl_weight" in series:
         weights = dict(series["train/kl_weight"])
@@ -103,6 +103,7 @@ def main():
     parser.add_argument("--photos", required=True)
     parser.add_argument("--paintings", required=True)
     parser.add_argument("--out", default="docs/figures", type=Path)
+    parser.add_argument("--curve-run", type=Path, default=None, help="take the loss curve from another run folder")
     parser.add_argument("--size", type=int, default=256, help="longer side of photos and paintings at inference")
     parser.add_argument("--tile", type=int, default=128, help="tile height in the figures")
     parser.add_argument("--samples", type=int, default=6)
@@ -112,7 +113,7 @@ def main():
                         help="prior samples z ~ N(0, T^2 I); a short run's posterior means sit well inside the prior")
     args = parser.parse_args()
 
-    series = read_metrics(args.run / "csv" / "version_0" / "metrics.csv")
+    series = read_metrics((args.curve_run or args.run) / "csv" / "version_0" / "metrics.csv")
     plot(series, args.out / "variational_loss.jpg")
     for name in ("train/loss", "train/content", "train/style", "train/kl", "val/loss", "val/content", "val/style"):
         if series.get(name):
