@@ -327,4 +327,9 @@ def build_sample_set(out_dir: str | Path = "data/sample", progress: bool = False
             make_shards([folder], out_dir, prefix=prefix, size=512, shard_count=math.ceil(len(images) / SHARDS),
                         workers=0, on_mismatch="rebuild", progress=progress)
         shutil.rmtree(staging)
+    # one loose photo and painting, so the quick start can call infer.py on something
+    previews = (("preview_content.jpg", content_images), ("preview_style.jpg", style_images))
+    for name, images in previews:
+        if not (out_dir / name).exists():
+            images()[0][1].convert("RGB").save(out_dir / name, quality=95)
     return sample_patterns(out_dir)
