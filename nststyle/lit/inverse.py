@@ -24,7 +24,7 @@ from ..features import VGGEncoder
 from ..losses import style_loss as build_style_loss, total_variation
 from ..models.inverse import InverseNet
 from ..swap import style_swap
-from .variational import lr_lambda, plain
+from .variational import adam_with_schedule, plain
 
 SWAP_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0}
 
@@ -149,12 +149,7 @@ class InverseNetwork(pl.LightningModule):
                       sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.net.parameters(), **self.hparams.optimizer)
-        options = dict(self.hparams.scheduler)
-        kind = options.pop("kind", "constant")
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 100_000
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, total, **options))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adam_with_schedule(self)
 
     # -- inference helper used by the image-grid callback ------------------------------------------
     @torch.no_grad()

@@ -51,6 +51,17 @@ def lr_lambda(kind: str, total_steps: int, warmup_steps: int = 0, decay: float =
     return factor
 
 
+def adam_with_schedule(module: pl.LightningModule) -> dict:
+    """Adam on ``module.net`` (``hparams.optimizer``) with a per-step ``lr_lambda`` schedule
+    (``hparams.scheduler``: ``kind`` plus its options), over ``trainer.max_steps`` when set."""
+    optimizer = torch.optim.Adam(module.net.parameters(), **module.hparams.optimizer)
+    options = dict(module.hparams.scheduler)
+    kind = options.pop("kind", "constant")
+    total = module.trainer.max_steps if module.trainer and module.trainer.max_steps > 0 else 100_000
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, total, **options))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class VariationalStyleTransfer(pl.LightningModule):
     """Args:
         net: ``VariationalStyleNet`` keyword arguments (widths, depths, norms).
@@ -143,12 +154,7 @@ class VariationalStyleTransfer(pl.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.net.parameters(), **self.hparams.optimizer)
-        options = dict(self.hparams.scheduler)
-        kind = options.pop("kind", "constant")
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 100_000
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, total, **options))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adam_with_schedule(self)
 
     # -- inference helpers used by the image-grid callback -----------------------------------------
     @torch.no_grad()
