@@ -28,7 +28,8 @@ def as_list(value):
 def feedforward(cfg: DictConfig) -> str:
     if not cfg.ckpt:
         raise StylizeError("method=feedforward needs ckpt=PATH (a checkpoint written by train.py)")
-    stylizer = load_stylizer(cfg.ckpt, cfg.device)
+    swap_options = {key: cfg[key] for key in ("patch_size", "stride") if cfg.get(key) is not None}
+    stylizer = load_stylizer(cfg.ckpt, cfg.device, **swap_options)
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")

@@ -20,6 +20,7 @@ This module imports neither Lightning nor Hydra.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -69,13 +70,21 @@ def submodule_state(state_dict: dict, prefix: str = "net.") -> dict:
     return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
-def load_stylizer(path: str | Path, device: str | torch.device | None = None) -> "Stylizer":
-    """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``."""
+def load_stylizer(path: str | Path, device: str | torch.device | None = None, **options) -> "Stylizer":
+    """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
+
+    ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride`` of the inverse
+    network's swap); an option the kind does not take is an error, never silently ignored."""
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
     if kind not in STYLIZERS:
         raise StylizeError(f"checkpoint {path} holds a {kind!r} model; this version knows {', '.join(STYLIZERS)}")
-    return STYLIZERS[kind].from_checkpoint(checkpoint, torch.device(device) if device else default_device())
+    cls = STYLIZERS[kind]
+    accepted = inspect.signature(cls.from_checkpoint).parameters
+    unknown = sorted(name for name in options if name not in accepted)
+    if unknown:
+        raise StylizeError(f"{', '.join(unknown)} do(es) not apply to a {kind!r} checkpoint")
+    return cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
 
 
 class Stylizer:
@@ -190,15 +199,22 @@ class InverseStylizer(Stylizer):
         self.layer, self.patch_size, self.stride = layer, patch_size, stride
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "InverseStylizer":
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device, patch_size: int | None = None,
+                        stride: int | None = None) -> "InverseStylizer":
+        """``patch_size``/``stride`` of the swap at inference (None: the values the network was trained with)."""
         info = checkpoint["nststyle"]
+        patch_size = info.get("patch_size", 3) if patch_size is None else int(patch_size)
+        stride = info.get("stride", 1) if stride is None else int(stride)
+        if patch_size < 1 or stride < 1 or stride > patch_size:
+            raise StylizeError(f"style swap needs patch_size >= 1 and 1 <= stride <= patch_size, "
+                               f"got patch_size={patch_size}, stride={stride}")
         net = InverseNet(**info["net"])
         net.load_state_dict(submodule_state(checkpoint["state_dict"]))
         encoder = VGGEncoder([info["layer"]], weights=info["vgg_weights"])
         trained_encoder = submodule_state(checkpoint["state_dict"], "vgg.")
         if trained_encoder:  # the exact encoder the decoder was trained to invert
             encoder.load_state_dict(trained_encoder)
-        return cls(net, encoder, info["layer"], device, info.get("patch_size", 3), info.get("stride", 1))
+        return cls(net, encoder, info["layer"], device, patch_size, stride)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

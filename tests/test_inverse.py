@@ -181,7 +181,7 @@ def skimage_pictures(folder, size=48):
 
 
 def test_inverse_stylizer_is_swap_then_decoder(tmp_path):
-    from nststyle.stylize import InverseStylizer, load_stylizer
+    from nststyle.stylize import InverseStylizer, StylizeError, load_stylizer
     module = train_tiny_checkpoint(tmp_path / "inverse.ckpt", patch_size=3)
     stylizer = load_stylizer(tmp_path / "inverse.ckpt", "cpu")
     assert isinstance(stylizer, InverseStylizer) and stylizer.patch_size == 3
@@ -194,9 +194,14 @@ def test_inverse_stylizer_is_swap_then_decoder(tmp_path):
     torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.0), module.net(module.encode(content)))
     half = 0.5 * swapped + 0.5 * module.encode(content)
     torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.5), module.net(half))
-    stylizer.patch_size, stylizer.stride = 5, 2  # inference-time swap options
+    # inference-time swap options override the trained ones; impossible ones are refused
+    stylizer = load_stylizer(tmp_path / "inverse.ckpt", "cpu", patch_size=5, stride=2)
     torch.testing.assert_close(stylizer.stylize(content, style),
                                module.net(style_swap(module.encode(content), module.encode(style), 5, 2)))
+    with pytest.raises(StylizeError, match="stride"):
+        load_stylizer(tmp_path / "inverse.ckpt", "cpu", patch_size=3, stride=4)
+    with pytest.raises(StylizeError, match="not apply"):
+        load_stylizer(tmp_path / "inverse.ckpt", "cpu", temperature=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +243,7 @@ def test_checkpoint_to_infer_py_end_to_end(tmp_path, quickstart_checkpoint):
     result = subprocess.run(
         [sys.executable, str(ROOT / "infer.py"), f"ckpt={checkpoint}", f"content={tmp_path / 'photos'}",
          f"style=[{styles[0]},{styles[1]}]", f"output={tmp_path / 'out' / 'result.png'}", "max_size=44",
-         "preserve_color=true", "device=cpu"],
+         "preserve_color=true", "device=cpu", "patch_size=5", "stride=2"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "stylize: wrote 6 image(s)" in result.stdout

@@ -72,6 +72,8 @@ def test_load_stylizer_builds_the_registered_class(ckpt):
     stylizer = load_stylizer(ckpt, "cpu")
     assert type(stylizer) is STYLIZERS["variational"] and stylizer.multiple == 4
     assert not stylizer.net.training
+    with pytest.raises(StylizeError, match="patch_size do\\(es\\) not apply to a 'variational' checkpoint"):
+        run(f"ckpt={ckpt}", "content=x.jpg", "style=y.jpg", "patch_size=5")  # a swap option, refused before any I/O
 
 
 def test_stylize_one_pair_writes_exactly_output(ckpt, images, tmp_path):

@@ -8,7 +8,8 @@ from skimage import data as skdata
 
 from nststyle.lit.variational import VariationalStyleTransfer, lr_lambda
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
-                                         StyleEncoder, UpBlock, VariationalStyleNet)
+                                         StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
+                                         channel_mean_std)
 
 TINY = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
             mapping_hidden=16)
@@ -66,6 +67,37 @@ def test_style_encoder_gives_a_gaussian_code_for_any_image_size(pooling):
         assert mu.shape == logvar.shape == (3, 5)
     (mu.sum() + logvar.sum()).backward()
     assert_all_grads_finite(encoder)
+
+
+def test_channel_mean_std_matches_torch():
+    x = torch.rand(2, 3, 5, 7) * 4
+    stats = channel_mean_std(x)
+    torch.testing.assert_close(stats, torch.cat([x.mean((2, 3)), x.std((2, 3), unbiased=False)], 1))
+
+
+def test_vgg_style_encoder_codes_any_size_and_trains_only_its_head():
+    encoder = VGGStyleEncoder(style_dim=5, vgg_weights="random", hidden=32)
+    for size in [(32, 32), (37, 53)]:
+        mu, logvar = encoder(torch.rand(3, 3, *size))
+        assert mu.shape == logvar.shape == (3, 5)
+    torch.testing.assert_close(logvar.mean(), torch.tensor(-4.0), atol=1.0, rtol=0)  # narrow at the start
+    (mu.sum() + logvar.sum()).backward()
+    assert_all_grads_finite(encoder.head)
+    assert all(p.grad is None for p in encoder.vgg.parameters())  # the VGG stays frozen
+
+
+def test_vgg_style_encoder_reuses_the_losses_vgg_features(monkeypatch):
+    """Training hands the style targets' VGG features to Es: same code, no second VGG pass over the styles."""
+    module = VariationalStyleTransfer(net=dict(TINY, style_encoder="vgg"), vgg_weights="random")
+    assert module.hparams.net["style_vgg_weights"] == "random"
+    module.net.style_encoder.vgg.load_state_dict(module.vgg.state_dict(), strict=False)  # same random VGG
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    features = module.vgg(style)
+    torch.testing.assert_close(module.net.encode_style(style, features), module.net.encode_style(style))
+    calls = []
+    monkeypatch.setattr(module.net.style_encoder, "forward", lambda images: calls.append(1))
+    module.losses(content, style)
+    assert not calls
 
 
 def test_adain_output_has_the_mapped_mean_and_std():

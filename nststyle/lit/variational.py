@@ -87,6 +87,8 @@ class VariationalStyleTransfer(pl.LightningModule):
         net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
         if style_dim is not None:
             net["style_dim"] = style_dim
+        if net.get("style_encoder") == "vgg":
+            net.setdefault("style_vgg_weights", vgg_weights)  # the same VGG as the loss: its features are reused
         style_layers = plain(style_layers or PAPER_STYLE_LAYERS)
         self.save_hyperparameters({"net": net, "loss": loss, "style_layers": style_layers,
                                    "content_layer": content_layer, "vgg_weights": vgg_weights,
@@ -114,9 +116,11 @@ class VariationalStyleTransfer(pl.LightningModule):
         with torch.no_grad():
             # Targets of content and style images in one batched pass, computed once per step.
             targets = self.vgg(torch.cat([content, style]))
+            style_features = {k: v[len(content):] for k, v in targets.items()}
             self.content_loss.set_target({k: v[: len(content)] for k, v in targets.items()})
-            self.style_loss.set_target({k: v[len(content):] for k, v in targets.items()})
-        output, mu, logvar = self.net(content, style)
+            self.style_loss.set_target(style_features)
+        shared_vgg = self.hparams.net.get("style_vgg_weights") == self.hparams.vgg_weights
+        output, mu, logvar = self.net(content, style, style_features if shared_vgg else None)
         features = self.vgg(output)
         terms = {"content": self.content_loss(features), "style": self.style_loss(features),
                  "kl": kl_divergence(mu.float(), logvar.float())}
@@ -149,6 +153,12 @@ class VariationalStyleTransfer(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         content, style = batch
         terms = self.losses(content, style)  # eval mode: z = mu
+        if len(content) > 1:
+            # Posterior-collapse check: outputs decoded with another pair's code, scored against this
+            # pair's style. style_gain = style_shuffled / style stays at 1 while the code is ignored.
+            mu, _ = self.net.encode_style(style)
+            terms["style_shuffled"] = self.style_loss(self.vgg(self.net.decode(content, mu.roll(1, 0))))
+            terms["style_gain"] = terms["style_shuffled"] / terms["style"]
         self.log_dict({f"val/{name}": value for name, value in terms.items()}, batch_size=len(content),
                       sync_dist=True)
 

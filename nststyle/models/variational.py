@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..features import VGGEncoder
+
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
@@ -111,6 +113,45 @@ class StyleEncoder(nn.Module):
             mean = torch.cat([mean, std], dim=1)
         mu, logvar = self.to_gaussian(mean).chunk(2, dim=1)
         return mu, logvar
+
+
+def channel_mean_std(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``BxCxHxW`` -> ``Bx2C``: per-channel means then standard deviations (AdaIN's style statistics)."""
+    x = x.float()
+    mean = x.mean((2, 3))
+    std = (x.square().mean((2, 3)) - mean.square()).clamp_min(eps).sqrt()
+    return torch.cat([mean, std], dim=1)
+
+
+class VGGStyleEncoder(nn.Module):
+    """Es on a frozen VGG-19: channel means and stds of ``layers`` -> MLP -> (mu, logvar).
+
+    The paper's Es learns its features from scratch; this one starts from VGG statistics (what AdaIN
+    transfers, and the Magenta model's pretrained style-prediction network), so codes describe the style
+    from the first step and a CPU run learns style transfer in thousands of steps rather than tens of
+    thousands. Training passes the style's VGG features, which the style loss computes anyway, to
+    ``from_features``: no second VGG pass. The VGG weights are part of the state dict (frozen)."""
+
+    def __init__(self, style_dim: int = 64, layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
+                 hidden: int = 256, vgg_weights: str = "caffe", logvar_init: float = -4.0):
+        super().__init__()
+        self.layers = tuple(layers)
+        self.vgg = VGGEncoder(self.layers, weights=vgg_weights)
+        channels = sum(2 * self.vgg(torch.zeros(1, 3, 16, 16))[name].shape[1] for name in self.layers)
+        # Log-statistics: VGG activations span orders of magnitude across layers and styles.
+        self.head = nn.Sequential(nn.Linear(channels, hidden), nn.LeakyReLU(0.2, inplace=True),
+                                  nn.Linear(hidden, 2 * style_dim))
+        with torch.no_grad():
+            self.head[-1].bias[style_dim:].fill_(logvar_init)
+
+    def from_features(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        statistics = torch.cat([channel_mean_std(features[name]) for name in self.layers], dim=1)
+        return self.head(torch.log1p(statistics)).chunk(2, dim=1)
+
+    def forward(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            features = self.vgg(style)
+        return self.from_features(features)
 
 
 class AdaIN(nn.Module):
@@ -210,7 +251,8 @@ class Decoder(nn.Module):
 class VariationalStyleNet(nn.Module):
     """Ec + Es + decoder. Images are ``Bx3xHxW`` in [0, 1] with H, W multiples of ``self.multiple``.
 
-    - ``encode_style(style) -> (mu, logvar)``; ``sample_code(mu, logvar)`` reparameterises in training
+    - ``encode_style(style) -> (mu, logvar)`` (``style_encoder``: ``"learned"``, the paper's Es, or ``"vgg"``,
+      ``VGGStyleEncoder``); ``sample_code(mu, logvar)`` reparameterises in training
       and returns ``mu`` in eval mode.
     - ``decode(content, z)``: stylise ``content`` with codes ``z`` (``Bxstyle_dim``, or ``1xstyle_dim``
       broadcast to the batch).
@@ -221,17 +263,27 @@ class VariationalStyleNet(nn.Module):
                  max_width: int = 256, bottleneck_blocks: int = 2, skips: bool = True,
                  content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
-                 logvar_init: float = -4.0):
+                 logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe"):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
         self.content_encoder = Encoder(width, downsamplings, blocks_per_level, max_width, content_norm)
-        self.style_encoder = StyleEncoder(style_dim, style_width or width, downsamplings, blocks_per_level,
-                                          max_width, style_norm, style_pooling, logvar_init)
+        if style_encoder == "learned":
+            self.style_encoder = StyleEncoder(style_dim, style_width or width, downsamplings, blocks_per_level,
+                                              max_width, style_norm, style_pooling, logvar_init)
+        elif style_encoder == "vgg":
+            self.style_encoder = VGGStyleEncoder(style_dim, vgg_weights=style_vgg_weights, logvar_init=logvar_init)
+        else:
+            raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
                                mapping_layers, mapping_hidden)
 
-    def encode_style(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``; a VGG style encoder reuses ``vgg_features`` of ``style`` when given."""
+        if (vgg_features is not None and isinstance(self.style_encoder, VGGStyleEncoder)
+                and all(name in vgg_features for name in self.style_encoder.layers)):
+            return self.style_encoder.from_features(vgg_features)
         return self.style_encoder(style)
 
     def sample_code(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -243,7 +295,8 @@ class VariationalStyleNet(nn.Module):
         z = z.expand(content.shape[0], -1)
         return self.decoder(self.content_encoder(content), z)
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor
+    def forward(self, content: torch.Tensor, style: torch.Tensor,
+                style_vgg_features: dict[str, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode_style(style)
+        mu, logvar = self.encode_style(style, style_vgg_features)
         return self.decode(content, self.sample_code(mu, logvar)), mu, logvar
