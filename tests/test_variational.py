@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from nststyle.lit.variational import VariationalStyleTransfer, lr_lambda
+from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
                                          StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
                                          channel_mean_std)
@@ -252,6 +252,19 @@ def test_a_nonfinite_loss_skips_the_update(monkeypatch):
     monkeypatch.setattr(module, "losses", lambda c, s: {**finite(c, s), "loss": torch.tensor(float("nan"))})
     with pytest.warns(UserWarning):  # self.log without a trainer
         assert module.training_step(batch, 0) is None
+
+
+def test_nonfinite_gradients_are_dropped_before_the_step():
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random")
+    optimizer = torch.optim.Adam(module.net.parameters(), lr=1e-2)
+    module.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))["loss"].backward()
+    assert not drop_nonfinite_gradients(module)  # finite: kept
+    before = [p.detach().clone() for p in module.net.parameters()]
+    next(module.net.parameters()).grad[0] = float("inf")
+    with pytest.warns(UserWarning):  # self.log without a trainer
+        assert drop_nonfinite_gradients(module)
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, module.net.parameters()))  # no update, no NaN
 
 
 def skimage_pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from ..features import VGGEncoder
 from ..losses import style_loss as build_style_loss, total_variation
 from ..models.inverse import InverseNet
 from ..swap import style_swap
-from .variational import adam_with_schedule, plain
+from .variational import adam_with_schedule, drop_nonfinite_gradients, plain
 
 SWAP_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0}
 
@@ -150,6 +150,9 @@ class InverseNetwork(pl.LightningModule):
 
     def configure_optimizers(self):
         return adam_with_schedule(self)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        drop_nonfinite_gradients(self)
 
     # -- inference helper used by the image-grid callback ------------------------------------------
     @torch.no_grad()

@@ -62,6 +62,19 @@ def adam_with_schedule(module: pl.LightningModule) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
+    """Before the optimiser step: when any gradient of ``module.net`` is inf/NaN, drop them all (Adam
+    skips parameters without a gradient) and log it. A finite loss can still give inf gradients under
+    bf16 autocast, and gradient clipping then turns every weight into NaN (seen twice on the CPU)."""
+    gradients = [p.grad for p in module.net.parameters() if p.grad is not None]
+    if not gradients or torch.isfinite(torch.stack([g.float().abs().max() for g in gradients])).all():
+        return False
+    for parameter in module.net.parameters():
+        parameter.grad = None
+    module.log("train/skipped_nonfinite_grad", 1.0, reduce_fx="sum")
+    return True
+
+
 class VariationalStyleTransfer(pl.LightningModule):
     """Args:
         net: ``VariationalStyleNet`` keyword arguments (widths, depths, norms).
@@ -165,6 +178,9 @@ class VariationalStyleTransfer(pl.LightningModule):
     # -- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
         return adam_with_schedule(self)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        drop_nonfinite_gradients(self)
 
     # -- inference helpers used by the image-grid callback -----------------------------------------
     @torch.no_grad()

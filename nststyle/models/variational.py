@@ -138,8 +138,9 @@ class VGGStyleEncoder(nn.Module):
         self.layers = tuple(layers)
         self.vgg = VGGEncoder(self.layers, weights=vgg_weights)
         channels = sum(2 * self.vgg(torch.zeros(1, 3, 16, 16))[name].shape[1] for name in self.layers)
-        # Log-statistics: VGG activations span orders of magnitude across layers and styles.
-        self.head = nn.Sequential(nn.Linear(channels, hidden), nn.LeakyReLU(0.2, inplace=True),
+        # Log-statistics, then LayerNorm: VGG activations span orders of magnitude across layers and
+        # weight sources (caffe's are ~100x torchvision's); unnormalised, the first codes have norms ~80.
+        self.head = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, hidden), nn.LeakyReLU(0.2, inplace=True),
                                   nn.Linear(hidden, 2 * style_dim))
         with torch.no_grad():
             self.head[-1].bias[style_dim:].fill_(logvar_init)
