@@ -9,7 +9,9 @@ PAINTINGS.txt list held-back image files (one per line). Writes
 - ``variational_holdout_grid.jpg``: row = photo, column = painting, each tile the stylised photo;
 - ``variational_prior_samples.jpg``: per photo, styles drawn from the prior N(0, T^2 I);
 - ``variational_interpolation.jpg``: one photo, slerp between the codes of two paintings;
-and prints the final losses and the inference time per image.
+and prints the final losses, the inference time per image and the held-back *style gain*: the Gram style
+loss of each tile against its own painting, versus against the other paintings' tiles of the same photo
+(``other / own``; 1.0 means the style code changes nothing).
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from nststyle.features import VGGEncoder
 from nststyle.images import load_image, save_grid
+from nststyle.lit.variational import PAPER_STYLE_LAYERS
+from nststyle.losses import style_loss
 from nststyle.stylize import load_stylizer
 
 COLOURS = {"train/loss": (0, 0, 0), "train/content": (31, 119, 180), "train/style": (214, 39, 40),
@@ -93,6 +98,23 @@ def plot(series: dict, path: Path, width: int = 720, height: int = 400, window: 
     image.save(path, quality=90)
 
 
+@torch.no_grad()
+def style_gain(tiles: list[torch.Tensor], paintings: list[torch.Tensor]) -> tuple[float, float]:
+    """Mean Gram style loss of tiles against their own painting and against the other paintings
+    (tiles are row-major: photo x painting)."""
+    vgg, loss = VGGEncoder(tuple(PAPER_STYLE_LAYERS)), style_loss("gram", PAPER_STYLE_LAYERS)
+    features = [vgg(tile[None]) for tile in tiles]
+    own, other, count = 0.0, 0.0, len(paintings)
+    for j, painting in enumerate(paintings):
+        loss.set_target(vgg(painting))
+        for i in range(len(tiles) // count):
+            for k in range(count):
+                value = loss(features[i * count + k]).item()
+                own, other = (own + value, other) if k == j else (own, other + value)
+    pairs = len(tiles)
+    return own / pairs, other / (pairs * (count - 1))
+
+
 def read_list(path: str) -> list[Path]:
     return [Path(line.strip()) for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -100,6 +122,7 @@ def read_list(path: str) -> list[Path]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path)
+    parser.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: RUN/checkpoints/last.ckpt)")
     parser.add_argument("--photos", required=True)
     parser.add_argument("--paintings", required=True)
     parser.add_argument("--out", default="docs/figures", type=Path)
@@ -122,7 +145,7 @@ def main():
             print(f"{name:14s} step {first[0]:5d}: {first[1]:.4g}  ->  step {last[0]:5d}: {last[1]:.4g} "
                   f"(mean of last {len(tail)} logged: {sum(tail) / len(tail):.4g})")
 
-    stylizer = load_stylizer(args.run / "checkpoints" / "last.ckpt", "cpu")
+    stylizer = load_stylizer(args.ckpt or args.run / "checkpoints" / "last.ckpt", "cpu")
     photos = [load_image(p, max_size=args.size, multiple=stylizer.multiple)[None] for p in read_list(args.photos)]
     paintings = [load_image(p, max_size=args.size)[None] for p in read_list(args.paintings)]
 
@@ -140,6 +163,9 @@ def main():
     strip = stylizer.interpolate(photos[0], paintings[first], paintings[second], args.steps, "slerp")
     save_grid([image[0] for image in strip], args.out / "variational_interpolation.jpg", nrow=args.steps,
               size=args.tile)
+    own, other = style_gain(tiles, paintings)
+    print(f"held-back style loss (Gram): own painting {own:.4g}, other paintings {other:.4g}: "
+          f"style gain {other / own:.3f}")
     codes = torch.cat([stylizer.style_code(p) for p in paintings])
     print(f"{len(tiles)} held-back pairs at {args.size} px: {per_image:.2f} s per image "
           f"({torch.get_num_threads()} threads); style-code norms of the paintings: "
