@@ -127,9 +127,9 @@ class VGGStyleEncoder(nn.Module):
     """Es on a frozen VGG-19: channel means and stds of ``layers`` -> MLP -> (mu, logvar).
 
     The paper's Es learns its features from scratch; this one starts from VGG statistics (what AdaIN
-    transfers, and the Magenta model's pretrained style-prediction network), so codes describe the style
-    from the first step and a CPU run learns style transfer in thousands of steps rather than tens of
-    thousands. Training passes the style's VGG features, which the style loss computes anyway, to
+    transfers; the Magenta model's style-prediction network is pretrained too), so codes describe the
+    style from the first step (docs/variational.md: the code matters from step 100 on, where the learned
+    Es started near indifference). Training passes the style's VGG features, which the style loss computes anyway, to
     ``from_features``: no second VGG pass. The VGG weights are part of the state dict (frozen)."""
 
     def __init__(self, style_dim: int = 64, layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
