@@ -127,11 +127,19 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     for every content) or ``B x C x Hs x Ws`` (pairwise). Returns ``B x C x H x W``.
 
     Each content patch is replaced by the raw style patch maximising ``<c, s> / ||s||``; overlapping
-    patches are averaged. Pixels that no patch covers (only when ``stride > patch_size`` or the stride
-    skips the last rows/columns) are 0. Memory is bounded by ``chunk_size`` style patches at a time.
+    patches are averaged. When the stride does not land on the last rows/columns (``stride <= patch_size``),
+    the content map is edge-padded to the next patch position and the result cropped, so every pixel is
+    covered (otherwise a border 1 to ``stride - 1`` pixels wide would be 0 and decode as a dark frame).
+    With ``stride > patch_size`` the gaps between patches are 0. Memory is bounded by ``chunk_size``
+    style patches at a time.
     """
+    _check_inputs(content_features, style_features, patch_size, stride)
+    height, width = content_features.shape[-2:]
+    pad_rows, pad_cols = ((-(size - patch_size)) % stride if stride <= patch_size else 0 for size in (height, width))
+    content_features = F.pad(content_features, (0, pad_cols, 0, pad_rows), mode="replicate")
     index = best_style_patches(content_features, style_features, patch_size, stride, chunk_size, eps)
-    return rebuild_from_patches(style_features, index, content_features.shape[-2:], patch_size, stride)
+    swapped = rebuild_from_patches(style_features, index, content_features.shape[-2:], patch_size, stride)
+    return swapped[..., :height, :width]
 
 
 def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,15 @@ def reference_style_swap(content, style, patch_size=3, stride=1, eps=1e-8):
     return torch.cat(outputs)
 
 
+def edge_padded_reference(content, style, patch_size, stride):
+    """The paper's swap of the content map edge-padded until the strided patch grid reaches its far
+    border, cropped back: what ``style_swap`` promises for ``stride <= patch_size``."""
+    height, width = content.shape[-2:]
+    pad = [(-(size - patch_size)) % stride if stride <= patch_size else 0 for size in (height, width)]
+    padded = F.pad(content, (0, pad[1], 0, pad[0]), mode="replicate")
+    return reference_style_swap(padded, style, patch_size, stride)[..., :height, :width]
+
+
 def relu_features(*shape, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=generator, dtype=torch.float64).relu()
@@ -39,7 +48,7 @@ def test_style_swap_matches_plain_reference_one_style(patch_size, stride):
     # chunk of 5 patches -> one style patch row per chunk: many chunks, running argmax exercised
     out = style_swap(content, style, patch_size, stride, chunk_size=5)
     assert out.shape == content.shape
-    torch.testing.assert_close(out, reference_style_swap(content, style, patch_size, stride))
+    torch.testing.assert_close(out, edge_padded_reference(content, style, patch_size, stride))
 
 
 @pytest.mark.parametrize("patch_size,stride", [(3, 1), (3, 2), (4, 3)])
@@ -47,7 +56,16 @@ def test_style_swap_matches_plain_reference_pairwise(patch_size, stride):
     content = relu_features(2, 8, 10, 12, seed=3)
     style = relu_features(2, 8, 14, 10, seed=4)
     out = style_swap(content, style, patch_size, stride, chunk_size=16)
-    torch.testing.assert_close(out, reference_style_swap(content, style, patch_size, stride))
+    torch.testing.assert_close(out, edge_padded_reference(content, style, patch_size, stride))
+
+
+@pytest.mark.parametrize("patch_size,stride,size", [(3, 2, 10), (5, 2, 12), (4, 3, 11), (5, 4, 14)])
+def test_strided_swap_covers_every_pixel(patch_size, stride, size):
+    # (size - patch_size) % stride != 0 in every case: the plain strided grid misses the far rows/columns
+    assert (size - patch_size) % stride
+    content = relu_features(1, 4, size, size, seed=10)
+    style = torch.full((1, 4, 9, 9), 2.0, dtype=torch.float64)
+    assert torch.all(style_swap(content, style, patch_size, stride) == 2.0)
 
 
 def test_chunk_size_does_not_change_the_result():

@@ -182,10 +182,16 @@ def inverse_swap_share(content, style, repeats: int, bf16: bool) -> None:
                 stage()
                 runs.append(time.perf_counter() - start)
             times[name] = statistics.median(runs)
+        # infer.py's patch_size/stride options: a stride of s scores 1/s^2 of the content patches
+        swap_options = {(patch_size, stride): median_time(
+            lambda c, s, p=patch_size, t=stride: style_swap(c, s, p, t), content_features, style_features, repeats,
+            bf16) for patch_size, stride in ((3, 2), (5, 2), (5, 3))}
     total = sum(times.values())
     print(f"inverse network stages at {content.shape[-1]} px (relu3_1 {tuple(content_features.shape[-2:])}): "
           + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in times.items())
           + f"; total {total:.3f} s, swap {100 * times['style swap'] / total:.0f} %")
+    print("style swap with other patch_size/stride (x the default 3/1): " + ", ".join(
+        f"{p}/{t} {seconds:.3f} s ({seconds / times['style swap']:.2f}x)" for (p, t), seconds in swap_options.items()))
 
 
 if __name__ == "__main__":
