@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -92,6 +93,31 @@ def test_resume_from_last_ckpt(tmp_path, sample_dir):
     run_train(tmp_path / "b", sample_dir, "logger=none", "trainer.max_steps=4", "data.train_batches_per_epoch=2",
               f"ckpt_path={last}")
     assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_last_ckpt_holds_the_final_step_when_training_stops_between_periodic_saves(tmp_path, sample_dir):
+    # max_steps (like max_time) ends the run 2 steps after the step-3 save: those steps must not be lost
+    run_train(tmp_path, sample_dir, "logger=none", "trainer.max_steps=5", "data.train_batches_per_epoch=5",
+              "callbacks.model_checkpoint.every_n_train_steps=3")
+    assert torch.load(tmp_path / "checkpoints" / "step0000003.ckpt", weights_only=True)["global_step"] == 3
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+class CrashAtStep(pl.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_crash_still_writes_a_checkpoint_of_the_step_it_reached(tmp_path, sample_dir):
+    # the same path as SIGTERM (Lightning raises SIGTERMException) and Ctrl-C: ModelCheckpoint.on_exception
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train(tmp_path, sample_dir, "logger=none", "trainer.max_steps=10", "data.train_batches_per_epoch=10",
+                  "+callbacks.crash._target_=test_train.CrashAtStep", "+callbacks.crash.step=2")
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def cli(*args, cwd=ROOT, timeout=300):

@@ -1,4 +1,4 @@
-"""Callbacks: image grids of the fixed validation pairs to the logger."""
+"""Callbacks: image grids of the fixed validation pairs to the logger; the final checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,3 +69,25 @@ class ImageGridLogger(pl.Callback):
     def image_dir(trainer) -> str:
         root = trainer.log_dir if trainer.loggers and trainer.log_dir else trainer.default_root_dir
         return str(Path(root) / "images")
+
+
+class FinalCheckpoint(pl.Callback):
+    """Write ``last.ckpt`` once more when training ends, if steps were taken since the last save.
+
+    ``ModelCheckpoint`` writes ``last.ckpt`` only on its schedule (every N steps). A run that ``max_time``
+    or ``max_steps`` stops between two periodic saves would otherwise lose its tail: a 62-minute CPU run
+    ended at step 2240 with a ``last.ckpt`` from step 2200. Interruptions (Ctrl-C, SIGTERM) are covered by
+    ``ModelCheckpoint(save_on_exception=True)`` in ``conf/callbacks/default.yaml``."""
+
+    def __init__(self):
+        self.saved_step = -1
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer, pl_module):
+        callback = trainer.checkpoint_callback
+        if (trainer.fast_dev_run or callback is None or not callback.save_last or callback.dirpath is None
+                or trainer.global_step == self.saved_step):
+            return
+        trainer.save_checkpoint(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
