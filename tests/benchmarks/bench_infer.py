@@ -182,7 +182,8 @@ def inverse_swap_share(content, style, repeats: int, bf16: bool) -> None:
                 stage()
                 runs.append(time.perf_counter() - start)
             times[name] = statistics.median(runs)
-        # infer.py's patch_size/stride options: a stride of s scores 1/s^2 of the content patches
+        # infer.py's patch_size/stride options: a stride s scores 1/s^4 of the patch pairs, but the pixel
+        # dot products behind every score (one matrix product) are the same for any stride < patch size
         swap_options = {(patch_size, stride): median_time(
             lambda c, s, p=patch_size, t=stride: style_swap(c, s, p, t), content_features, style_features, repeats,
             bf16) for patch_size, stride in ((3, 2), (5, 2), (5, 3))}

@@ -1,7 +1,7 @@
 """Checkpoint by checkpoint, the two numbers that the loss curve of a variational run hides.
 
     python tests/benchmarks/variational_checkpoints.py --run RUN_DIR --photos PHOTOS.txt --paintings PAINTINGS.txt \
-        [--every 100] [--size 128]
+        [--every 100] [--first STEP] [--size 128]
 
 For every checkpoint ``RUN_DIR/checkpoints/step*.ckpt`` (one in ``--every`` steps), it stylises the held-back
 photos x paintings and prints:
@@ -48,12 +48,13 @@ def main():
     parser.add_argument("--photos", required=True)
     parser.add_argument("--paintings", required=True)
     parser.add_argument("--every", type=int, default=100, help="keep checkpoints whose step is a multiple of this")
+    parser.add_argument("--first", type=int, default=0, help="skip checkpoints before this step")
     parser.add_argument("--size", type=int, default=128, help="longer side of photos and paintings")
     parser.add_argument("--palette-distance", type=float, default=0.25)
     args = parser.parse_args()
 
     checkpoints = sorted((path for path in (args.run / "checkpoints").glob("step*.ckpt")
-                          if step_of(path) % args.every == 0), key=step_of)
+                          if step_of(path) % args.every == 0 and step_of(path) >= args.first), key=step_of)
     if not checkpoints:
         parser.error(f"no step*.ckpt with a step that is a multiple of {args.every} in {args.run / 'checkpoints'}")
     photo_files, painting_files = read_list(args.photos), read_list(args.paintings)
