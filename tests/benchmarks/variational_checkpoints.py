@@ -5,8 +5,9 @@
 
 For every checkpoint ``RUN_DIR/checkpoints/step*.ckpt`` (one in ``--every`` steps), it stylises the held-back
 photos x paintings and prints:
-- the held-back *style gain* of ``variational_figures.py``. It is the Gram loss against the other paintings
-  divided by the loss against the tile's own painting. 1.0 means the style code changes nothing.
+- the held-back *style gain* of ``variational_figures.py``. It is the style loss (``--gain-loss``) against
+  the other paintings divided by the loss against the tile's own painting. 1.0 means the style code changes
+  nothing.
 - the *out-of-palette share*: the fraction of output pixels whose colour is farther than ``--palette-distance``
   (RGB, 0-1 scale) from every colour of both the photo and the painting. Blobs of a colour that neither input
   has, such as the saturated red spots of docs/variational.md, show up here. Plain stylisation stays near 0.
@@ -50,6 +51,7 @@ def main():
     parser.add_argument("--every", type=int, default=100, help="keep checkpoints whose step is a multiple of this")
     parser.add_argument("--first", type=int, default=0, help="skip checkpoints before this step")
     parser.add_argument("--size", type=int, default=128, help="longer side of photos and paintings")
+    parser.add_argument("--gain-loss", default="gram", help="style loss kind of the style gain (gram, w2, bn, ...)")
     parser.add_argument("--palette-distance", type=float, default=0.25)
     args = parser.parse_args()
 
@@ -60,7 +62,7 @@ def main():
     photo_files, painting_files = read_list(args.photos), read_list(args.paintings)
     paintings = [load_image(p, max_size=args.size)[None] for p in painting_files]
     print(f"{len(photo_files)} photos x {len(paintings)} paintings at {args.size} px")
-    print(f"{'step':>6} {'style gain':>10} {'out-of-palette':>15}")
+    print(f"{'step':>6} {'style gain':>10} {'out-of-palette':>15}   (gain of the {args.gain_loss} loss)")
     for path in checkpoints:
         stylizer = load_stylizer(path, "cpu")
         tiles, shares = [], []
@@ -70,7 +72,7 @@ def main():
                 tile = stylizer.stylize(photo, painting)
                 tiles.append(tile[0])
                 shares.append(out_of_palette_share(tile, photo, painting, args.palette_distance))
-        own, other = style_gain(tiles, paintings)
+        own, other = style_gain(tiles, paintings, args.gain_loss)
         print(f"{step_of(path):6d} {other / own:10.3f} {sum(shares) / len(shares):15.4f}", flush=True)
 
 

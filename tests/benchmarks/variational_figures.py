@@ -9,8 +9,8 @@ PAINTINGS.txt list held-back image files (one per line). Writes
 - ``variational_holdout_grid.jpg``: row = photo, column = painting, each tile the stylised photo;
 - ``variational_prior_samples.jpg``: per photo, styles drawn from the prior N(0, T^2 I);
 - ``variational_interpolation.jpg``: one photo, slerp between the codes of two paintings;
-and prints the final losses, the inference time per image and the held-back *style gain*: the Gram style
-loss of each tile against its own painting, versus against the other paintings' tiles of the same photo
+and prints the final losses, the inference time per image and the held-back *style gain*: the style loss
+(``--gain-loss``, Gram by default) of each tile against its own painting, versus against the other paintings' tiles of the same photo
 (``other / own``; 1.0 means the style code changes nothing).
 """
 from __future__ import annotations
@@ -99,10 +99,10 @@ def plot(series: dict, path: Path, width: int = 720, height: int = 400, window: 
 
 
 @torch.no_grad()
-def style_gain(tiles: list[torch.Tensor], paintings: list[torch.Tensor]) -> tuple[float, float]:
-    """Mean Gram style loss of tiles against their own painting and against the other paintings
+def style_gain(tiles: list[torch.Tensor], paintings: list[torch.Tensor], kind: str = "gram") -> tuple[float, float]:
+    """Mean style loss (``kind``) of tiles against their own painting and against the other paintings
     (tiles are row-major: photo x painting)."""
-    vgg, loss = VGGEncoder(tuple(PAPER_STYLE_LAYERS)), style_loss("gram", PAPER_STYLE_LAYERS)
+    vgg, loss = VGGEncoder(tuple(PAPER_STYLE_LAYERS)), style_loss(kind, PAPER_STYLE_LAYERS)
     features = [vgg(tile[None]) for tile in tiles]
     own, other, count = 0.0, 0.0, len(paintings)
     for j, painting in enumerate(paintings):
@@ -134,6 +134,7 @@ def main():
     parser.add_argument("--pair", default="0,1", help="indices of the two paintings to interpolate between")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="prior samples z ~ N(0, T^2 I); a short run's posterior means sit well inside the prior")
+    parser.add_argument("--gain-loss", default="gram", help="style loss kind of the style gain (gram, w2, bn, ...)")
     args = parser.parse_args()
 
     series = read_metrics((args.curve_run or args.run) / "csv" / "version_0" / "metrics.csv")
@@ -163,8 +164,8 @@ def main():
     strip = stylizer.interpolate(photos[0], paintings[first], paintings[second], args.steps, "slerp")
     save_grid([image[0] for image in strip], args.out / "variational_interpolation.jpg", nrow=args.steps,
               size=args.tile)
-    own, other = style_gain(tiles, paintings)
-    print(f"held-back style loss (Gram): own painting {own:.4g}, other paintings {other:.4g}: "
+    own, other = style_gain(tiles, paintings, args.gain_loss)
+    print(f"held-back style loss ({args.gain_loss}): own painting {own:.4g}, other paintings {other:.4g}: "
           f"style gain {other / own:.3f}")
     codes = torch.cat([stylizer.style_code(p) for p in paintings])
     print(f"{len(tiles)} held-back pairs at {args.size} px: {per_image:.2f} s per image "
