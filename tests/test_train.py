@@ -126,6 +126,20 @@ def cli(*args, cwd=ROOT, timeout=300):
                           text=True, timeout=timeout)
 
 
+def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path, sample_dir):
+    # Lightning's DDP with the gloo backend: the same code path as multi-GPU, minus NCCL. The image grid
+    # (rank 0 only) and the final checkpoint (all ranks) once deadlocked here.
+    result = cli(*FAST, f"data.sample_dir={sample_dir}", f"paths.output_dir={tmp_path}", "logger=csv",
+                 "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                 "trainer.max_steps=3", "data.train_batches_per_epoch=3",
+                 "callbacks.model_checkpoint.every_n_train_steps=2", timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert list(tmp_path.glob("csv/version_0/images/val_step*.jpg"))
+
+
 def test_missing_shards_give_a_one_line_error(tmp_path):
     result = cli(*FAST, "data.content_shards=/nonexistent/content-*.tar", f"hydra.run.dir={tmp_path}",
                  "logger=none")

@@ -67,8 +67,10 @@ class ImageGridLogger(pl.Callback):
 
     @staticmethod
     def image_dir(trainer) -> str:
-        root = trainer.log_dir if trainer.loggers and trainer.log_dir else trainer.default_root_dir
-        return str(Path(root) / "images")
+        # Not trainer.log_dir: it broadcasts from rank 0, and only rank 0 gets here (DDP hung on it).
+        logger = trainer.logger
+        root = (getattr(logger, "log_dir", None) or logger.save_dir) if logger else None
+        return str(Path(root or trainer.default_root_dir) / "images")
 
 
 class FinalCheckpoint(pl.Callback):
