@@ -126,10 +126,15 @@ def cli(*args, cwd=ROOT, timeout=300):
                           text=True, timeout=timeout)
 
 
-def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path, sample_dir):
+INVERSE_FAST = ["experiment=inverse_quickstart", "model.vgg_weights=random", "model.net.widths=[16,8]",
+                "data.image_size=32", "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4", "threads=1"]
+
+
+@pytest.mark.parametrize("model", [FAST, INVERSE_FAST], ids=["variational", "inverse"])
+def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path, sample_dir, model):
     # Lightning's DDP with the gloo backend: the same code path as multi-GPU, minus NCCL. The image grid
     # (rank 0 only) and the final checkpoint (all ranks) once deadlocked here.
-    result = cli(*FAST, f"data.sample_dir={sample_dir}", f"paths.output_dir={tmp_path}", "logger=csv",
+    result = cli(*model, f"data.sample_dir={sample_dir}", f"paths.output_dir={tmp_path}", "logger=csv",
                  "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
                  "trainer.max_steps=3", "data.train_batches_per_epoch=3",
                  "callbacks.model_checkpoint.every_n_train_steps=2", timeout=240)
