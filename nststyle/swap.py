@@ -142,12 +142,12 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     return swapped[..., :height, :width]
 
 
-def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_std(features: torch.Tensor, eps: float = 1e-5, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and standard deviation ``sqrt(var + eps)`` of ``B x C x H x W``
-    features, each ``B x C x 1 x 1`` (AdaIN statistics; unbiased variance, as in Huang & Belongie)."""
+    features, each ``B x C x 1 x 1`` (AdaIN statistics; unbiased variance by default, as in Huang & Belongie)."""
     flat = features.flatten(2)
     mean = flat.mean(-1)
-    std = (flat.var(-1) + eps).sqrt()
+    std = (flat.var(-1, unbiased=unbiased) + eps).sqrt()
     return mean[..., None, None], std[..., None, None]
 
 

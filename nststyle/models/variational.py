@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..features import VGGEncoder
+from ..swap import mean_std
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -117,10 +118,8 @@ class StyleEncoder(nn.Module):
 
 def channel_mean_std(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``BxCxHxW`` -> ``Bx2C``: per-channel means then standard deviations (AdaIN's style statistics)."""
-    x = x.float()
-    mean = x.mean((2, 3))
-    std = (x.square().mean((2, 3)) - mean.square()).clamp_min(eps).sqrt()
-    return torch.cat([mean, std], dim=1)
+    mean, std = mean_std(x.float(), eps, unbiased=False)
+    return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
 
 
 class VGGStyleEncoder(nn.Module):
