@@ -1,18 +1,22 @@
-"""Stylise images: ``python infer.py ckpt=CKPT content=PHOTO style=PAINTING output=OUT.png``.
+"""Stylise images: ``python infer.py content=PHOTO style=PAINTING output=OUT.png``.
 
 A thin Hydra entry (conf/infer.yaml) that dispatches on ``method`` to the library:
-``feedforward`` -> ``nststyle.stylize`` (a checkpoint from train.py; modes stylize, mix, sample,
-interpolate); ``optimize`` -> ``nststyle.optimize`` (no checkpoint: optimise the image with the style
-loss chosen by ``loss=`` from conf/loss/, e.g. ``loss=w2`` or ``loss=swap``).
+``feedforward`` -> ``nststyle.stylize`` (``ckpt=``: a shipped model, ``variational`` by default, or a
+checkpoint from train.py; modes stylize, mix, sample, interpolate); ``optimize`` -> ``nststyle.optimize``
+(no model: optimise the image with the style loss chosen by ``loss=`` from conf/loss/, e.g. ``loss=w2``
+or ``loss=swap``); ``mode=evaluate`` -> ``nststyle.evaluate`` (score systems on photo/painting pairs).
 Errors a user can fix print one line and exit with status 1.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from nststyle.evaluate import EvaluationError, evaluate, folder_pairs, holdout_pairs, tsv_pairs
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.optimize import stylize_file_by_optimization
@@ -25,9 +29,15 @@ def as_list(value):
     return list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
 
 
+def needs_content(cfg: DictConfig) -> None:
+    if cfg.content is None:
+        raise StylizeError(f"mode={cfg.mode} needs content=IMAGE (a photo or a folder of photos)")
+
+
 def feedforward(cfg: DictConfig) -> str:
     if not cfg.ckpt:
-        raise StylizeError("method=feedforward needs ckpt=PATH (a checkpoint written by train.py)")
+        raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
+    needs_content(cfg)
     swap_options = {key: cfg[key] for key in ("patch_size", "stride") if cfg.get(key) is not None}
     stylizer = load_stylizer(cfg.ckpt, cfg.device, **swap_options)
     styles = as_list(cfg.style)
@@ -48,11 +58,12 @@ def feedforward(cfg: DictConfig) -> str:
                                   method=cfg.interpolation, preserve_color=cfg.preserve_color,
                                   style_size=cfg.style_size, **shared)
     else:
-        raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample or interpolate")
+        raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate or evaluate")
     return written.summary(cfg.mode)
 
 
 def optimize(cfg: DictConfig) -> str:
+    needs_content(cfg)
     if cfg.style is None:
         raise StylizeError("method=optimize needs style=IMAGE")
     loss_options = OmegaConf.to_container(cfg.loss, resolve=True)
@@ -69,25 +80,37 @@ def optimize(cfg: DictConfig) -> str:
     return result.summary()
 
 
+def evaluation(cfg: DictConfig) -> str:
+    if cfg.pairs:
+        pairs = tsv_pairs(cfg.pairs)
+    elif cfg.content is not None or cfg.style is not None:
+        if cfg.content is None or cfg.style is None:
+            raise EvaluationError("mode=evaluate with content= needs style= too (every photo x every painting)")
+        pairs = folder_pairs(cfg.content, cfg.style)
+    else:
+        pairs = holdout_pairs(cfg.images)
+    pairs = pairs[: cfg.limit] if cfg.limit else pairs
+    evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter)
+    return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
+            + Path(cfg.eval_dir, "summary.md").read_text())
+
+
 # method name -> function(cfg) -> one-line summary
 METHODS = {"feedforward": feedforward, "optimize": optimize}
 
 
-def resolve_method(cfg: DictConfig) -> str:
-    if cfg.method == "auto":
-        return "feedforward" if cfg.get("ckpt") else "optimize"
-    return cfg.method
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
-    method = resolve_method(cfg)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     try:
-        if method not in METHODS:
-            raise StylizeError(f"unknown method {method!r}: choose from {', '.join(METHODS)}"
-                               + ("" if cfg.get("ckpt") else " (feedforward needs ckpt=PATH)"))
-        print(METHODS[method](cfg))
-    except (ImageError, StylizeError, OSError) as error:
+        if cfg.mode == "evaluate":
+            print(evaluation(cfg))
+            return
+        if cfg.method not in METHODS:
+            raise StylizeError(f"unknown method {cfg.method!r}: choose from {', '.join(METHODS)}")
+        print(METHODS[cfg.method](cfg))
+    except (ImageError, StylizeError, EvaluationError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

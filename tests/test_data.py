@@ -385,3 +385,32 @@ def test_sample_set_builds_and_feeds_the_sample_config(tmp_path):
     spread = np.abs(means[:, None] - means[None]).sum(-1)
     assert spread[np.triu_indices(9, 1)].min() > 0.02
     assert min(a.std() for a in arrays) > 0.05  # textured, not flat
+
+
+def test_datamodule_splits_an_images_folder_by_the_holdout_list(tmp_path):
+    """data=shared_images: training shards never hold a held-back image or its near-duplicate; the
+    validation images are exactly the held-back ones."""
+    from nststyle.lit.datamodule import StyleTransferDataModule
+
+    images = tmp_path / "images"
+    for kind, count in (("content", 5), ("style", 4)):
+        (images / kind).mkdir(parents=True)
+        for i in range(count):
+            photo(72, 72, 10 * i + len(kind)).save(images / kind / f"{kind}{i}.png")
+    (images / "NEAR_DUPLICATES.tsv").write_text("kind\tsubject\tfiles\ncontent\tsame\tcontent/content0.png content/content3.png\n")
+    holdout = tmp_path / "holdout.tsv"
+    holdout.write_text("content\tcontent/content0.png\nstyle\tstyle/style2.png\n")
+    module = StyleTransferDataModule(images_dir=str(images), holdout=str(holdout), cache_dir=str(tmp_path / "cache"),
+                                     image_size=32, batch_size=2, num_workers=0, val_pairs=1, shuffle_buffer=2,
+                                     shard_size=64, shard_workers=0)
+    module.prepare_data()
+    module.setup("fit")
+
+    def sources(pattern):
+        return sorted(Path(json.loads(sample["json"])["source"]).name
+                      for url in expand_shards(pattern) for sample in wds.WebDataset(url, shardshuffle=False))
+    assert sources(module.content_shards) == ["content1.png", "content2.png", "content4.png"]
+    assert sources(module.style_shards) == ["style0.png", "style1.png", "style3.png"]
+    assert sources(module.hparams.val_content_shards) == ["content0.png"]
+    assert sources(module.hparams.val_style_shards) == ["style2.png"]
+    assert module.val_images[0].shape == (1, 3, 32, 32)

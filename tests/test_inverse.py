@@ -215,7 +215,7 @@ def quickstart_checkpoint(tmp_path_factory):
 
     sample, run = tmp_path_factory.mktemp("sample"), tmp_path_factory.mktemp("run")
     build_sample_set(sample)
-    overrides = ["experiment=inverse_quickstart", "model.vgg_weights=random", "model.net.widths=[16,8]",
+    overrides = ["experiment=inverse_quickstart", "model.vgg_weights=random", "model.net.widths=[16,8]", "init_from=null",
                  "data.image_size=32", "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4",
                  f"data.sample_dir={sample}", f"paths.output_dir={run}", "trainer.max_steps=3",
                  "data.train_batches_per_epoch=3", "trainer.precision=32-true", "threads=1", "logger=csv"]

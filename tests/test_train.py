@@ -126,7 +126,7 @@ def cli(*args, cwd=ROOT, timeout=300):
                           text=True, timeout=timeout)
 
 
-INVERSE_FAST = ["experiment=inverse_quickstart", "model.vgg_weights=random", "model.net.widths=[16,8]",
+INVERSE_FAST = ["experiment=inverse_quickstart", "model.vgg_weights=random", "model.net.widths=[16,8]", "init_from=null",
                 "data.image_size=32", "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4", "threads=1"]
 
 

