@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nststyle.evaluate import EvaluationError, evaluate, folder_pairs, holdout_pairs, tsv_pairs
+from nststyle.cli import check_overrides
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.optimize import stylize_file_by_optimization
@@ -90,7 +91,8 @@ def evaluation(cfg: DictConfig) -> str:
     else:
         pairs = holdout_pairs(cfg.images)
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
-    evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter)
+    evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter,
+             sheet_inputs=cfg.sheet_inputs)
     return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
             + Path(cfg.eval_dir, "summary.md").read_text())
 
@@ -116,4 +118,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides("infer")
     main()

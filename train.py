@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from nststyle.cli import check_overrides
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.losses import style_loss
@@ -108,4 +109,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_overrides("train")
     main()

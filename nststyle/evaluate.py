@@ -171,11 +171,12 @@ def parse_system(system: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- the run
 
 def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: int = 384, device=None,
-             max_iter: int = 300, sheet_size: int = 160, vgg_weights: str = "caffe", progress: bool = True
-             ) -> list[dict]:
+             max_iter: int = 300, sheet_size: int = 160, sheet_inputs: bool = True, vgg_weights: str = "caffe",
+             progress: bool = True) -> list[dict]:
     """Stylise every pair with every system, score it and write ``out_dir``: ``results.csv`` (a row per
     system and pair), ``summary.md`` (means per system), ``<label>/<pair>.png`` and ``<label>_sheet.jpg``
-    (paintings as column headers, photos as rows). Returns the summary rows. ``vgg_weights`` of the
+    (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
+    order, e.g. for figures that must not copy the inputs). Returns the summary rows. ``vgg_weights`` of the
     metrics: ``caffe``; other weights give other figures (tests use ``random``)."""
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
@@ -217,7 +218,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
                             **{name: statistics.fmean(row[name] for row in mine) for name in METRICS},
                             "seconds": statistics.median(row["seconds"] for row in mine),
                             "failed": len(failures)})
-            save_sheet(pairs, outputs, contents, styles, out_dir / f"{label}_sheet.jpg", sheet_size)
+            save_sheet(pairs, outputs, contents, styles, out_dir / f"{label}_sheet.jpg", sheet_size, sheet_inputs)
         for failure in failures:
             print(f"warning: {label}: {failure}")
     write_csv(rows, out_dir / "results.csv")
@@ -225,16 +226,18 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     return summary
 
 
-def save_sheet(pairs: list[Pair], outputs: dict, contents: dict, styles: dict, path: Path, size: int) -> Path:
-    """Photos as rows, paintings as columns under a header row of the paintings; blank where no output."""
+def save_sheet(pairs: list[Pair], outputs: dict, contents: dict, styles: dict, path: Path, size: int,
+               inputs: bool = True) -> Path:
+    """Photos as rows, paintings as columns (with ``inputs``: under a header row of the paintings, after
+    a first column of the photos); blank where no output."""
     photos = list(dict.fromkeys(pair.content for pair in pairs))
     paintings = list(dict.fromkeys(pair.style for pair in pairs))
     blank = torch.ones(3, size, size)
-    tiles = [blank] + [styles[s][0] for s in paintings]
+    tiles = [blank] + [styles[s][0] for s in paintings] if inputs else []
     for photo in photos:
-        tiles.append(contents[photo][0])
+        tiles += [contents[photo][0]] if inputs else []
         tiles += [outputs[Pair(photo, s)][0] if Pair(photo, s) in outputs else blank for s in paintings]
-    return save_grid(tiles, path, nrow=len(paintings) + 1, size=size)
+    return save_grid(tiles, path, nrow=len(paintings) + int(inputs), size=size)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -10,6 +10,9 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# the encoders halve an image 4 times (VGG relu5_1) or 3 times (the variational model): below this the
+# feature maps vanish
+MIN_SIDE = 16
 
 
 class ImageError(ValueError):
@@ -40,9 +43,15 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            rgb = to_rgb(image)
+    except Image.DecompressionBombError as error:
+        # more than 2 x Image.MAX_IMAGE_PIXELS: decoding would take GBs of memory
+        raise ImageError(f"image too large: {path}: {str(error).split(', could')[0]}; downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"cannot read image {path}: {error}") from None
+        raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageError(f"image too small: {path} is {rgb.width}x{rgb.height} (at least {MIN_SIDE} px a side)")
+    return rgb
 
 
 def resize_max(image: torch.Tensor, max_size: int | None, multiple: int = 1) -> torch.Tensor:
@@ -62,9 +71,11 @@ def resize_max(image: torch.Tensor, max_size: int | None, multiple: int = 1) -> 
 
 
 def load_image(path: str | Path, max_size: int | None = None, multiple: int = 1) -> torch.Tensor:
-    """Read an image file as a ``3xHxW`` float tensor in [0, 1]."""
+    """Read an image file as a contiguous ``3xHxW`` float tensor in [0, 1]."""
     tensor = pil_to_tensor(open_image(path)).float().div_(255)
-    return resize_max(tensor, max_size, multiple)
+    # contiguous: an image that needs no resizing would otherwise stay a permuted view of the HxWx3
+    # pixels, and L-BFGS (which flattens gradients with .view) fails on it
+    return resize_max(tensor, max_size, multiple).contiguous()
 
 
 def save_image(image: torch.Tensor, path: str | Path) -> Path:

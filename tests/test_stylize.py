@@ -196,7 +196,8 @@ def test_cli_end_to_end_and_one_line_errors(ckpt, images, tmp_path):
     bad = cli(f"ckpt={tmp_path / 'missing.ckpt'}", f"content={images['chelsea']}", f"style={images['rocket']}",
               f"output={tmp_path / 'bad.png'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"]
+    assert bad.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'missing.ckpt'} "
+                                               "(a path, or a shipped model: variational, inverse, default)"]
 
 
 def test_missing_content_is_an_image_error(ckpt, images, tmp_path):

@@ -135,7 +135,7 @@ def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path, sample_dir, m
     # Lightning's DDP with the gloo backend: the same code path as multi-GPU, minus NCCL. The image grid
     # (rank 0 only) and the final checkpoint (all ranks) once deadlocked here.
     result = cli(*model, f"data.sample_dir={sample_dir}", f"paths.output_dir={tmp_path}", "logger=csv",
-                 "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                 "trainer=ddp_cpu", "trainer.precision=32-true",
                  "trainer.max_steps=3", "data.train_batches_per_epoch=3",
                  "callbacks.model_checkpoint.every_n_train_steps=2", timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
