@@ -60,6 +60,9 @@ def feedforward(cfg: DictConfig) -> str:
                                   style_size=cfg.style_size, **shared)
     else:
         raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate or evaluate")
+    if written.failed:  # the other files are written; the run still reports failure
+        print(written.summary(cfg.mode))
+        sys.exit(1)
     return written.summary(cfg.mode)
 
 

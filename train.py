@@ -70,10 +70,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_loss(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if hasattr(datamodule, "check_sources"):
+        datamodule.check_sources()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-
-    datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)  # goes into every checkpoint
     if cfg.get("init_from"):

@@ -81,12 +81,15 @@ def load_image(path: str | Path, max_size: int | None = None, multiple: int = 1)
 def save_image(image: torch.Tensor, path: str | Path) -> Path:
     """Write a ``3xHxW`` (or ``1x3xHxW``) tensor in [0, 1] to ``path``; parent folders are created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if image.dim() == 4:
         if image.shape[0] != 1:
             raise ValueError(f"save_image takes one image, got a batch of {image.shape[0]}")
         image = image[0]
-    to_pil_image(image.detach().float().clamp(0, 1).cpu()).save(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_pil_image(image.detach().float().clamp(0, 1).cpu()).save(path)
+    except (OSError, ValueError) as error:  # a read-only or file-in-the-way folder, an unknown suffix
+        raise ImageError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
     return path
 
 

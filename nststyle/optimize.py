@@ -316,8 +316,11 @@ def stylize_file_by_optimization(content_path, style_path, output, loss="w2", lo
     start = time.perf_counter()
     name = loss if isinstance(loss, str) else "+".join(loss)
     device = resolve_device(device)
-    content = load_image(_single_image(content_path, "content"), max_size).to(device)
-    style = load_image(_single_image(style_path, "style"), style_size or max_size).to(device)
+    content_path, style_path = _single_image(content_path, "content"), _single_image(style_path, "style")
+    if Path(output).resolve() in (content_path.resolve(), style_path.resolve()):
+        raise ValueError(f"output={output} would overwrite an input: choose another output")
+    content = load_image(content_path, max_size).to(device)
+    style = load_image(style_path, style_size or max_size).to(device)
     if init not in (None, "content", "noise") and not isinstance(init, torch.Tensor):
         init = load_image(_single_image(init, "init"), max_size)
     image, history = stylize_by_optimization(content, style, loss=loss, loss_options=loss_options, init=init,

@@ -252,11 +252,13 @@ class Written:
     images: list[Path] = field(default_factory=list)
     grid: Path | None = None
     seconds: float = 0.0
+    failed: list[str] = field(default_factory=list)  # "<file>: <reason>" of content files that could not be read
 
     def summary(self, mode: str) -> str:
         grid = f" + contact sheet {self.grid}" if self.grid else ""
-        first = self.images[0] if len(self.images) == 1 else f"{self.images[0].parent}/"
-        return f"{mode}: wrote {len(self.images)} image(s) to {first}{grid} in {self.seconds:.2f} s"
+        first = (self.images[0] if len(self.images) == 1 else f"{self.images[0].parent}/") if self.images else ""
+        failed = f"; {len(self.failed)} failed: {'; '.join(self.failed)}" if self.failed else ""
+        return f"{mode}: wrote {len(self.images)} image(s) to {first}{grid} in {self.seconds:.2f} s{failed}"
 
 
 def output_path(output: str | Path, *tags: str) -> Path:
@@ -271,8 +273,26 @@ def grid_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}_grid.jpg")
 
 
-def _load(path: Path, stylizer: Stylizer, max_size: int | None) -> torch.Tensor:
-    return load_image(path, max_size=max_size, multiple=stylizer.multiple)[None]
+def _contents(content, stylizer: Stylizer, max_size: int | None, written: Written, output, style_paths=()):
+    """``(path, 1x3xHxW image)`` of every content file. In a folder, a file that cannot be read is recorded
+    in ``written.failed`` and the others go on; a single file's error is raised. Refuses an ``output``
+    that would overwrite an input."""
+    paths = list_images(content)
+    target = Path(output).resolve()
+    clash = next((path for path in [*paths, *style_paths] if Path(path).resolve() == target), None)
+    if clash is not None:
+        raise StylizeError(f"output={output} would overwrite the input {clash}: choose another output")
+    for path in paths:
+        try:
+            image = load_image(path, max_size=max_size, multiple=stylizer.multiple)[None]
+        except ImageError as error:
+            if len(paths) == 1:
+                raise
+            written.failed.append(f"{path.name}: {error}")
+            continue
+        yield path, image
+    if len(written.failed) == len(paths):
+        raise ImageError(f"none of the {len(paths)} images in {content} could be read, e.g. {written.failed[0]}")
 
 
 def _style_images(styles, max_size) -> list[tuple[Path, torch.Tensor]]:
@@ -299,8 +319,7 @@ def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0,
     style_list = _style_images(styles, style_size or max_size)
     single = len(contents) == 1 and len(style_list) == 1
     written, sheet = Written(), [torch.ones(3, 8, 8)] + [style[0] for _, style in style_list]
-    for content_path in contents:
-        image = _load(content_path, stylizer, max_size)
+    for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
         sheet.append(image[0])
         for style_path, style in style_list:
             result = stylizer.stylize(image, _colour_matched(style, image, preserve_color), alpha).cpu()
@@ -323,8 +342,7 @@ def run_mix(stylizer: Stylizer, content, styles, output, weights=None, preserve_
         raise StylizeError(f"mix: got {len(weights)} weight(s) for {len(style_list)} style(s); weights must sum > 0")
     contents = list_images(content)
     written, sheet = Written(), []
-    for content_path in contents:
-        image = _load(content_path, stylizer, max_size)
+    for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
         result = stylizer.mix(image, [_colour_matched(s, image, preserve_color) for _, s in style_list], weights).cpu()
         path = Path(output) if len(contents) == 1 else output_path(output, content_path.stem)
         written.images.append(save_image(result, path))
@@ -339,8 +357,8 @@ def run_sample(stylizer: Stylizer, content, output, count: int = 6, seed: int = 
     """``count`` styles drawn from the prior N(0, I) (scaled by ``temperature``) applied to each content."""
     start = time.perf_counter()
     written, sheet = Written(), []
-    for content_path in (contents := list_images(content)):
-        image = _load(content_path, stylizer, max_size)
+    contents = list_images(content)
+    for content_path, image in _contents(content, stylizer, max_size, written, output):
         results = stylizer.sample(image, count, seed=seed, temperature=temperature)
         tags = [content_path.stem] if len(contents) > 1 else []
         for index, result in enumerate(results):
@@ -362,8 +380,8 @@ def run_interpolate(stylizer: Stylizer, content, styles, output, steps: int = 5,
     if steps < 2:
         raise StylizeError(f"interpolate needs steps >= 2, got {steps}")
     written, sheet = Written(), []
-    for content_path in (contents := list_images(content)):
-        image = _load(content_path, stylizer, max_size)
+    contents = list_images(content)
+    for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
         (_, a), (_, b) = style_list
         results = stylizer.interpolate(image, _colour_matched(a, image, preserve_color),
                                        _colour_matched(b, image, preserve_color), steps, method)

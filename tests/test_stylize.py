@@ -11,32 +11,15 @@ from PIL import Image
 from skimage import data as skdata
 
 from nststyle.images import load_image, match_color
-from nststyle.models.variational import AdaIN, VariationalStyleNet
 from nststyle.stylize import STYLIZERS, StylizeError, load_stylizer, slerp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import infer  # noqa: E402
 
-NET = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
-           mapping_hidden=16)
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A checkpoint in train.py's format whose style code visibly matters (random AdaIN maps; a
-    freshly trained net starts with zero maps, i.e. plain instance norm)."""
-    torch.manual_seed(0)
-    net = VariationalStyleNet(**NET)
-    for module in net.modules():
-        if isinstance(module, AdaIN):
-            torch.nn.init.normal_(module.to_stats.weight, std=0.5)
-    torch.nn.init.normal_(net.style_encoder.to_gaussian.weight, std=0.5)  # codes of order 1
-    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
-    torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
-                "nststyle": {"kind": "variational", "net": NET, "vgg_weights": "random"},
-                "config": {"model": {"style_dim": 6}}, "global_step": 0}, path)
-    return path
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

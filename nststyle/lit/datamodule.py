@@ -91,6 +91,21 @@ class StyleTransferDataModule(L.LightningDataModule):
                     make_shards(files, self._split_cache(kind, part), prefix=kind, size=self.hparams.shard_size,
                                 shard_count=8, workers=self.hparams.shard_workers, on_mismatch="rebuild")
 
+    def check_sources(self) -> None:
+        """Fail fast (``FileNotFoundError``, one line) when an input that nothing will build is missing:
+        called by train.py before any model is built."""
+        hp = self.hparams
+        if hp.images_dir:
+            for kind in KINDS:
+                split_files(hp.images_dir, kind, hp.holdout)
+        for name in ("content_dir", "style_dir"):
+            if hp[name] and not Path(hp[name]).is_dir():
+                raise FileNotFoundError(f"data.{name}={hp[name]} is not a folder")
+        if not (hp.images_dir or hp.sample_dir or hp.content_dir or hp.style_dir):
+            for pattern in (self.content_shards, self.style_shards, hp.val_content_shards, hp.val_style_shards):
+                if pattern:
+                    expand_shards(pattern)
+
     # --------------------------------------------------------------------- loaders
 
     def setup(self, stage: str | None = None) -> None:
