@@ -2,7 +2,7 @@
 
     python infer.py mode=evaluate                                      # shipped default + baselines, held-back pairs
     python infer.py mode=evaluate systems=[variational,inverse,magenta,photo,color_transfer] size=384
-    python infer.py mode=evaluate systems=[new=logs/x/runs/y/checkpoints/last.ckpt,variational]
+    python infer.py mode=evaluate 'systems=["new=logs/x/runs/y/checkpoints/last.ckpt",variational]'  # a label: quote it
     python infer.py mode=evaluate systems=[optimize:w2] limit=8 max_iter=300
     python infer.py mode=evaluate content=PHOTOS style=PAINTINGS systems=[folder:OTHER_SYSTEM_OUTPUTS]
 
