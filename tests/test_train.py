@@ -201,3 +201,16 @@ def test_two_runs_with_the_same_seed_give_the_same_loss_curve_bit_for_bit(tmp_pa
     first, second, other = curve(tmp_path / "a", 7), curve(tmp_path / "b", 7), curve(tmp_path / "c", 8)
     assert len(first) == 4 and first == second
     assert other != first
+
+
+def test_a_streak_of_nonfinite_steps_stops_the_run_naming_the_step(tmp_path, sample_dir, monkeypatch, capsys):
+    from nststyle.lit.variational import VariationalStyleTransfer
+
+    finite = VariationalStyleTransfer.losses
+    monkeypatch.setattr(VariationalStyleTransfer, "losses",
+                        lambda self, c, s: {**finite(self, c, s), "loss": torch.tensor(float("nan"))})
+    run_train(tmp_path, sample_dir, "logger=none", "trainer.max_steps=10", "data.train_batches_per_epoch=10",
+              "callbacks.stop_on_nonfinite.patience=3", "callbacks.model_checkpoint.every_n_train_steps=2")
+    message = capsys.readouterr().err
+    assert "stopping at step 3: 3 non-finite steps in a row" in message and "last.ckpt" in message
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

@@ -1,6 +1,8 @@
-"""Callbacks: image grids of the fixed validation pairs to the logger; the final checkpoint."""
+"""Callbacks: image grids of the fixed validation pairs to the logger; the final checkpoint; stopping a
+run whose steps keep coming out non-finite."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -93,3 +95,28 @@ class FinalCheckpoint(pl.Callback):
                 or trainer.global_step == self.saved_step):
             return
         trainer.save_checkpoint(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
+
+
+class StopOnNonFinite(pl.Callback):
+    """Stop training after ``patience`` non-finite steps in a row, with a message naming the step and the
+    last checkpoint. A non-finite loss or gradient already skips its update (``lit.variational``), so one
+    bad batch costs nothing; a streak means the run itself has gone wrong (a learning rate too high, a
+    broken loss) and training on would only burn time. The module marks a skipped step by setting
+    ``nonfinite_step``; a ``None`` step output counts too."""
+
+    def __init__(self, patience: int = 20):
+        self.patience, self.streak = patience, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        pl_module.nonfinite_step = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        bad = getattr(pl_module, "nonfinite_step", False) or loss is None or not torch.isfinite(loss).all()
+        self.streak = self.streak + 1 if bad else 0
+        if self.streak >= self.patience and not trainer.should_stop:
+            trainer.should_stop = True
+            last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+            print(f"stopping at step {trainer.global_step}: {self.streak} non-finite steps in a row (their updates "
+                  f"were skipped, so the weights are those of step {trainer.global_step - self.streak}); "
+                  f"last checkpoint: {last or 'none yet'}", file=sys.stderr)

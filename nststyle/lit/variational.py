@@ -72,6 +72,7 @@ def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
     for parameter in module.net.parameters():
         parameter.grad = None
     module.log("train/skipped_nonfinite_grad", 1.0, reduce_fx="sum")
+    module.nonfinite_step = True  # read by callbacks.StopOnNonFinite
     return True
 
 
@@ -156,6 +157,7 @@ class VariationalStyleTransfer(pl.LightningModule):
             # One bad batch must not poison the weights and Adam's moments (a CPU bf16 run went NaN at
             # step ~1120): skip the update (Lightning skips backward and step on None).
             self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum", batch_size=len(content))
+            self.nonfinite_step = True
             return None
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()},
                       prog_bar=False, batch_size=len(content))
