@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nststyle.evaluate import EvaluationError, evaluate, folder_pairs, holdout_pairs, tsv_pairs
 from nststyle.cli import check_overrides
+from nststyle.export import export_onnx
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.optimize import stylize_file_by_optimization
@@ -59,7 +60,7 @@ def feedforward(cfg: DictConfig) -> str:
                                   method=cfg.interpolation, preserve_color=cfg.preserve_color,
                                   style_size=cfg.style_size, **shared)
     else:
-        raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate or evaluate")
+        raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate, evaluate or export")
     if written.failed:  # the other files are written; the run still reports failure
         print(written.summary(cfg.mode))
         sys.exit(1)
@@ -100,6 +101,15 @@ def evaluation(cfg: DictConfig) -> str:
             + Path(cfg.eval_dir, "summary.md").read_text())
 
 
+def export(cfg: DictConfig) -> str:
+    if cfg.export_format != "onnx":
+        raise StylizeError(f"unknown export_format {cfg.export_format!r}: onnx")
+    stylizer = load_stylizer(cfg.ckpt, "cpu")
+    name = Path(str(cfg.ckpt)).stem
+    files = export_onnx(stylizer, cfg.export_dir, name)
+    return f"export: wrote {', '.join(map(str, files))} (run with: python infer.py ckpt={files[0]} content=... style=...)"
+
+
 # method name -> function(cfg) -> one-line summary
 METHODS = {"feedforward": feedforward, "optimize": optimize}
 
@@ -109,8 +119,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     try:
-        if cfg.mode == "evaluate":
-            print(evaluation(cfg))
+        if cfg.mode in ("evaluate", "export"):
+            print((evaluation if cfg.mode == "evaluate" else export)(cfg))
             return
         if cfg.method not in METHODS:
             raise StylizeError(f"unknown method {cfg.method!r}: choose from {', '.join(METHODS)}")

@@ -1,0 +1,90 @@
+"""Export shipped models and checkpoints to ONNX, and run the exported files without nststyle's models.
+
+    python infer.py mode=export ckpt=variational output=exported/      # or any checkpoint from train.py
+
+The variational model becomes two graphs with dynamic image sizes:
+``<name>.onnx`` (content, style) -> image and ``<name>_decode.onnx`` (content, style code) -> image
+(for mixing, sampling and interpolating codes outside PyTorch). The inverse network becomes a two-stage
+pipeline: ``<name>_encoder.onnx`` (image -> relu3_1) and ``<name>_decoder.onnx`` (relu3_1 -> image), with
+the style swap between them (``nststyle.swap.style_swap``, or any exact swap) because its patch
+count depends on the style image. ``nststyle.stylize.OnnxStylizer`` runs either with onnxruntime, so ``infer.py
+ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
+(onnxscript, onnxruntime).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .stylize import InverseStylizer, Stylizer, StylizeError, VariationalStylizer
+
+
+class StyleTransferGraph(nn.Module):
+    """(content, style) -> image through the style code's posterior mean: what ``stylize`` does at alpha 1."""
+
+    def __init__(self, stylizer: VariationalStylizer):
+        super().__init__()
+        self.net = stylizer.net
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(content, self.net.encode_style(style)[0])
+
+
+class DecodeGraph(nn.Module):
+    def __init__(self, stylizer: VariationalStylizer):
+        super().__init__()
+        self.net = stylizer.net
+
+    def forward(self, content: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(content, code)
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, stylizer: InverseStylizer):
+        super().__init__()
+        self.encoder, self.layer = stylizer.encoder, stylizer.layer
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image, layers=[self.layer])[self.layer]
+
+
+def _size(name: str, multiple: int) -> torch.export.Dim:
+    return multiple * torch.export.Dim(name, min=2, max=8192 // multiple)
+
+
+def _export(module: nn.Module, inputs: tuple, names: list[str], dynamic: dict, path: Path) -> Path:
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it; say so before it fails deep inside)
+    except ImportError:
+        raise StylizeError('ONNX export needs onnxscript: pip install "nststyle[export]"') from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(module.eval(), inputs, str(path), dynamo=True, external_data=False, input_names=names,
+                      output_names=["output"], dynamic_shapes=dynamic, verbose=False)
+    return path
+
+
+def export_onnx(stylizer: Stylizer, out_dir: str | Path, name: str) -> list[Path]:
+    """Write the ONNX graph(s) of ``stylizer`` (on the CPU, float32) into ``out_dir``; returns the files."""
+    out_dir = Path(out_dir)
+    m = stylizer.multiple
+    content, style = torch.rand(1, 3, 8 * m, 10 * m), torch.rand(1, 3, 64, 72)
+    with torch.no_grad():
+        if isinstance(stylizer, VariationalStylizer):
+            code = torch.zeros(1, stylizer.net.style_dim)
+            image = {2: _size("height", m), 3: _size("width", m)}
+            return [
+                _export(StyleTransferGraph(stylizer), (content, style), ["content", "style"],
+                        {"content": image, "style": {2: _size("style_height", 1), 3: _size("style_width", 1)}},
+                        out_dir / f"{name}.onnx"),
+                _export(DecodeGraph(stylizer), (content, code), ["content", "code"], {"content": image, "code": None},
+                        out_dir / f"{name}_decode.onnx")]
+        if isinstance(stylizer, InverseStylizer):
+            features = stylizer.encode(content)
+            return [
+                _export(EncoderGraph(stylizer), (content,), ["image"],
+                        {"image": {2: _size("height", m), 3: _size("width", m)}}, out_dir / f"{name}_encoder.onnx"),
+                _export(stylizer.net, (features,), ["features"],
+                        {"features": {2: _size("height", 1), 3: _size("width", 1)}}, out_dir / f"{name}_decoder.onnx")]
+    raise StylizeError(f"no ONNX export for a {stylizer.kind!r} model")
