@@ -70,7 +70,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_loss(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    datamodule = hydra.utils.instantiate(cfg.data)
+    # the data stream follows the run's seed unless data.seed says otherwise (seed=null: fresh each run)
+    data_seed = {"seed": cfg.get("seed")} if cfg.data.get("seed") is None else {}
+    datamodule = hydra.utils.instantiate(cfg.data, **data_seed)
     if hasattr(datamodule, "check_sources"):
         datamodule.check_sources()
     if cfg.get("seed") is not None:
