@@ -30,7 +30,7 @@ import torch
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm import tqdm
 
-from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
+from .images import ImageError, list_images, load_image, match_color, resize_max, save_grid, save_image
 from .metrics import METRICS, StyleMetrics
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
@@ -134,10 +134,15 @@ class OptimizeSystem:
 
 
 class ModelSystem:
+    """A shipped model or checkpoint; paintings are read at the model's own ``style_size`` when it has one
+    (unless the evaluation's ``style_size`` sets one for every system)."""
+
     def __init__(self, spec: str, device):
         self.stylizer = load_stylizer(spec, device)
 
     def __call__(self, content, style, pair) -> torch.Tensor:
+        if self.stylizer.style_size:
+            style = resize_max(style, self.stylizer.style_size)
         return self.stylizer.stylize(content, style)
 
 
@@ -172,12 +177,13 @@ def parse_system(system: str) -> tuple[str, str]:
 
 def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: int = 384, device=None,
              max_iter: int = 300, sheet_size: int = 160, sheet_inputs: bool = True, vgg_weights: str = "caffe",
-             progress: bool = True) -> list[dict]:
+             style_size: int | None = None, progress: bool = True) -> list[dict]:
     """Stylise every pair with every system, score it and write ``out_dir``: ``results.csv`` (a row per
     system and pair), ``summary.md`` (means per system), ``<label>/<pair>.png`` and ``<label>_sheet.jpg``
     (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
     order, e.g. for figures that must not copy the inputs). Returns the summary rows. ``vgg_weights`` of the
-    metrics: ``caffe``; other weights give other figures (tests use ``random``)."""
+    metrics: ``caffe``; other weights give other figures (tests use ``random``). ``style_size``: the
+    longer side of the paintings the systems see (default ``size``; the metrics always use ``size``)."""
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
     out_dir = Path(out_dir)
@@ -189,6 +195,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     metrics = StyleMetrics(vgg_weights, device)
     contents = {path: load_image(path, size, MULTIPLE)[None] for path in dict.fromkeys(p.content for p in pairs)}
     styles = {path: load_image(path, size)[None] for path in dict.fromkeys(p.style for p in pairs)}
+    style_inputs = {path: load_image(path, style_size)[None] for path in styles} if style_size else styles
 
     photo_targets = {path: metrics.photo_target(image) for path, image in contents.items()}
     painting_targets = {path: metrics.painting_target(image) for path, image in styles.items()}
@@ -197,7 +204,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
         system = build_system(spec, device, max_iter)
         outputs, failures = {}, []
         for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):
-            content, style = contents[pair.content].to(device), styles[pair.style].to(device)
+            content, style = contents[pair.content].to(device), style_inputs[pair.style].to(device)
             start = time.perf_counter()
             try:
                 with torch.inference_mode(not spec.startswith("optimize:")):
@@ -210,7 +217,8 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
             outputs[pair] = output
             save_image(output, out_dir / label / f"{pair.name}.png")
             rows.append({"system": label, "spec": spec, "pair": pair.name, "content_image": pair.content.name,
-                         "style_image": pair.style.name, **metrics(output.to(device), photo_targets[pair.content], painting_targets[pair.style]),
+                         "style_image": pair.style.name,
+                         **metrics(output.to(device), photo_targets[pair.content], painting_targets[pair.style]),
                          "seconds": seconds})
         mine = [row for row in rows if row["system"] == label]
         if mine:

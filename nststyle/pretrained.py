@@ -113,8 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("out")
     parser.add_argument("--recipe", default="", help="the command that trained it (goes into the file)")
+    parser.add_argument("--style-size", type=int, default=None,
+                        help="longer side at which the model reads paintings by default (chosen by the evaluation)")
     args = parser.parse_args(argv)
-    path = export(args.checkpoint, args.out, recipe=args.recipe)
+    card = {"recipe": args.recipe} | ({"style_size": args.style_size} if args.style_size else {})
+    path = export(args.checkpoint, args.out, **card)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

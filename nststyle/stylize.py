@@ -115,6 +115,9 @@ class Stylizer:
 
     kind = "base"
     multiple = 1
+    # longer side at which the model reads style images when the caller names none (the scale it was
+    # trained to read them at; a shipped model's card may set it); None: as given
+    style_size: int | None = None
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -162,7 +165,9 @@ class VariationalStylizer(Stylizer):
     def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "VariationalStylizer":
         net = VariationalStyleNet(**checkpoint["nststyle"]["net"])
         load_net_state(net, checkpoint["state_dict"])
-        return cls(net, device)
+        stylizer = cls(net, device)
+        stylizer.style_size = checkpoint["nststyle"].get("style_size")
+        return stylizer
 
     @torch.no_grad()
     def style_code(self, style: torch.Tensor) -> torch.Tensor:
@@ -355,7 +360,7 @@ def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0,
     content, then one column per style, under a header row of the styles)."""
     start = time.perf_counter()
     contents = list_images(content)
-    style_list = _style_images(styles, style_size or max_size)
+    style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
     single = len(contents) == 1 and len(style_list) == 1
     written, sheet = Written(), [torch.ones(3, 8, 8)] + [style[0] for _, style in style_list]
     for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
@@ -375,7 +380,7 @@ def run_mix(stylizer: Stylizer, content, styles, output, weights=None, preserve_
             max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256) -> Written:
     """One output per content with the weighted mixture of the styles' codes (equal weights by default)."""
     start = time.perf_counter()
-    style_list = _style_images(styles, style_size or max_size)
+    style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
     weights = list(weights) if weights is not None else [1.0] * len(style_list)
     if len(weights) != len(style_list) or sum(weights) <= 0:
         raise StylizeError(f"mix: got {len(weights)} weight(s) for {len(style_list)} style(s); weights must sum > 0")
@@ -413,7 +418,7 @@ def run_interpolate(stylizer: Stylizer, content, styles, output, steps: int = 5,
                     grid_size: int = 256) -> Written:
     """From the first style to the second in ``steps`` images; the strip is ``style A | steps | style B``."""
     start = time.perf_counter()
-    style_list = _style_images(styles, style_size or max_size)
+    style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
     if len(style_list) != 2:
         raise StylizeError(f"interpolate needs exactly two style images, got {len(style_list)}")
     if steps < 2:

