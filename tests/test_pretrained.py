@@ -1,0 +1,134 @@
+"""The shipped weights: registry, inference-only export, a real style effect, a non-editable install, warm starts."""
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from skimage import data as skdata
+
+from nststyle.images import resize_max
+from nststyle.metrics import StyleMetrics
+from nststyle.models.variational import VariationalStyleNet
+from nststyle.pretrained import Pretrained, export, half_if_it_fits, inference_state
+from nststyle.sample_set import style_images
+from nststyle.stylize import StylizeError, load_stylizer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from train import ConfigError, warm_start  # noqa: E402
+
+SHIPPED = list(Pretrained)  # aliases (DEFAULT) are not repeated
+
+
+def tensor(array, size=128) -> torch.Tensor:
+    image = torch.from_numpy(array).permute(2, 0, 1).float().div(255)
+    return resize_max(image[:3] if image.shape[0] >= 3 else image.expand(3, -1, -1), size, 8)[None]
+
+
+@pytest.mark.parametrize("weights", SHIPPED, ids=lambda w: w.name.lower())
+def test_shipped_model_loads_and_follows_its_painting(weights):
+    """Style gain > 1: each output is closer to its own painting's statistics than to the other painting's."""
+    assert weights.value.path.is_file() and weights.value.path.stat().st_size <= 10 * 2 ** 20
+    stylizer = load_stylizer(weights.name.lower(), "cpu")
+    assert stylizer.kind == weights.value.kind
+    photo = tensor(skdata.astronaut())
+    paintings = [tensor(np.asarray(image.convert("RGB"))) for _, image in style_images(2)]
+    metrics = StyleMetrics()
+    outputs = [stylizer.stylize(photo, painting) for painting in paintings]
+    for output in outputs:
+        assert output.shape == photo.shape and torch.isfinite(output).all()
+    own = [metrics(outputs[i], photo, paintings[i])["style"] for i in range(2)]
+    other = [metrics(outputs[1 - i], photo, paintings[i])["style"] for i in range(2)]
+    assert sum(other) / sum(own) > 1, (own, other)
+
+
+def test_default_is_the_variational_model():
+    assert Pretrained.DEFAULT is Pretrained.VARIATIONAL and Pretrained.get("Inverse") is Pretrained.INVERSE
+    assert Pretrained.get("nonsense") is None
+
+
+NET = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
+           mapping_hidden=8, style_encoder="vgg", style_vgg_weights="random")
+
+
+def training_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    net = VariationalStyleNet(**NET)
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    state["vgg.features.0.weight"] = torch.zeros(1)  # the loss network: never shipped
+    torch.save({"state_dict": state, "nststyle": {"kind": "variational", "net": NET, "vgg_weights": "random"},
+                "optimizer_states": [{"state": {0: torch.zeros(1000)}}], "global_step": 7}, path)
+    return path
+
+
+def test_export_is_inference_only_and_stylises_like_the_checkpoint(tmp_path):
+    full = training_checkpoint(tmp_path / "last.ckpt")
+    shipped = export(full, tmp_path / "shipped.pt", recipe="python train.py experiment=x", style_size=96)
+    content = torch.load(shipped, weights_only=True)
+    assert set(content) == {"nststyle", "state_dict"}
+    assert content["nststyle"]["step"] == 7 and content["nststyle"]["recipe"] == "python train.py experiment=x"
+    assert all(value.dtype == torch.float16 for value in content["state_dict"].values() if value.is_floating_point())
+    assert half_if_it_fits(torch.tensor([1e6])).dtype == torch.float32  # batch norm variances stay finite
+    assert not any(".vgg." in key or key.startswith("vgg.") for key in content["state_dict"])
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left nothing behind
+    torch.manual_seed(1)
+    photo, painting = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 24, 24)
+    a = load_stylizer(full, "cpu").stylize(photo, painting)
+    b = load_stylizer(shipped, "cpu").stylize(photo, painting)
+    assert (a - b).abs().max() < 2e-2  # half-precision weights
+    assert load_stylizer(shipped, "cpu").style_size == 96 and load_stylizer(full, "cpu").style_size is None
+
+
+def test_a_checkpoint_of_another_network_is_refused(tmp_path):
+    state = inference_state(torch.load(training_checkpoint(tmp_path / "a.ckpt"), weights_only=True))
+    state["nststyle"]["net"] = {**NET, "width": 16}
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises((StylizeError, RuntimeError)):
+        load_stylizer(tmp_path / "other.pt", "cpu")
+
+
+def test_warm_start_copies_the_weights_and_checks_the_kind(tmp_path):
+    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model=variational_tiny", "model.vgg_weights=random",
+                                          *[f"++model.net.{key}={value}" for key, value in NET.items()
+                                            if key not in ("style_dim", "style_vgg_weights")],
+                                          f"model.style_dim={NET['style_dim']}"])
+    from hydra.utils import instantiate
+    model = instantiate(cfg.model)
+    warm_start(model, str(shipped))
+    expected = torch.load(shipped, weights_only=True)["state_dict"]["net.decoder.to_rgb.weight"]
+    assert torch.equal(model.net.decoder.to_rgb.weight.half(), expected)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        inverse = instantiate(compose("train", overrides=["model=inverse", "model.vgg_weights=random"]).model)
+    with pytest.raises(ConfigError, match="'variational' model"):
+        warm_start(inverse, str(shipped))
+    with pytest.raises(ConfigError, match="not found"):
+        warm_start(model, str(tmp_path / "missing.pt"))
+
+
+def test_a_plain_install_carries_the_weights(tmp_path):
+    """pip install . (not editable): the wheel holds the shipped files and the held-back list, and an import
+    from outside the repository finds them."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheel_dir), str(ROOT)], check=True, timeout=600)
+    wheel = next(wheel_dir.glob("nststyle-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for weights in SHIPPED:
+        assert f"nststyle/shipped/{weights.value.file}" in names
+    assert "nststyle/holdout.tsv" in names
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, timeout=600)
+    code = ("import nststyle, nststyle.pretrained as p; from nststyle.stylize import load_stylizer; "
+            "assert str(p.Pretrained.DEFAULT.value.path).startswith(%r), p.Pretrained.DEFAULT.value.path; "
+            "load_stylizer('variational', 'cpu'); print(nststyle.__file__)" % str(target))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(target)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(str(target))
