@@ -1,5 +1,6 @@
 """The shipped weights: registry, inference-only export, a real style effect, a non-editable install, warm starts."""
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -115,9 +116,14 @@ def test_warm_start_copies_the_weights_and_checks_the_kind(tmp_path):
 def test_a_plain_install_carries_the_weights(tmp_path):
     """pip install . (not editable): the wheel holds the shipped files and the held-back list, and an import
     from outside the repository finds them."""
-    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    wheel_dir, target, source = tmp_path / "wheel", tmp_path / "site", tmp_path / "source"
+    # build from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "nststyle", source / "nststyle", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheel_dir), str(ROOT)], check=True, timeout=600)
+                    str(wheel_dir), str(source)], check=True, timeout=600)
     wheel = next(wheel_dir.glob("nststyle-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for weights in SHIPPED:
