@@ -8,6 +8,7 @@ Contenders per size (longer side of the photo; the painting at the same size):
   result to the photo's size; its style network at 256 x 256);
 - ``onnx``: our model exported by ``infer.py mode=export`` (one graph, content + style -> image), onnxruntime;
 - ``pytorch``: the same model in PyTorch (inference mode, float32).
+Our model reads the painting at its ``style_size`` (as ``infer.py`` does), the Magenta model at 256 x 256.
 Prints the median seconds of ``repeats`` calls after one warm-up and the ratio to the Magenta model.
 """
 from __future__ import annotations
@@ -48,8 +49,11 @@ def main() -> None:
         print(f"{args.threads} thread(s), median of {args.repeats}; ratio = time / magenta's")
         print("| size | magenta s | onnx s (ratio) | pytorch s (ratio) |\n|---|---|---|---|")
         for size in args.sizes:
-            content, style = resize_max(photo, size, 8)[None], resize_max(painting, size)[None]
-            content_pil, style_pil = to_pil_image(content[0]), to_pil_image(style[0])
+            content = resize_max(photo, size, 8)[None]
+            style_pil = to_pil_image(resize_max(painting, size))
+            # our model reads paintings at its style_size (192 for the shipped one), as infer.py does
+            style = resize_max(painting, model.style_size or size)[None]
+            content_pil = to_pil_image(content[0])
             contenders = {
                 "magenta": lambda: magenta.stylize_with(content_pil, style_pil, max_size=size),
                 "onnx": lambda: exported.stylize(content, style),
