@@ -49,15 +49,17 @@ class Weights:
 # python infer.py mode=evaluate "systems=[variational,inverse,magenta,photo,color_transfer]" (42 held-back
 # pairs, 384 px; seconds per image on one shared thread of this 2-core CPU)
 # (the Magenta model there: content 1.140, style 0.088, Gram 0.271, W2 0.204, 0.114 s)
-VARIATIONAL_METRICS = {"content": 1.064, "style": 0.148, "gram": 0.400, "w2": 0.265, "seconds": 0.381}
+VARIATIONAL_METRICS = {"content": 1.010, "style": 0.137, "gram": 0.373, "w2": 0.244, "seconds": 0.229}  # 2 threads
 INVERSE_METRICS = {"content": 0.505, "style": 0.224, "gram": 0.510, "w2": 0.311, "seconds": 1.781}
 
 
 class Pretrained(Enum):
     VARIATIONAL = Weights(
         file="variational.pt", kind="variational",
-        recipe="python train.py experiment=shared_images_cpu  # its step 1300 (of a 1843-step, 105-minute run)",
-        steps=1300, cpu_hours=1.25,
+        recipe="python train.py experiment=shared_images_cpu  # to step 1300 (of a 1843-step run), then 300 steps of\n"
+               "python train.py experiment=shared_images_cpu init_from=variational model.optimizer.lr=2e-4 "
+               "model.scheduler.kind=constant model.kl_warmup_steps=0 threads=2",
+        steps=1600, cpu_hours=1.6,
         metrics=VARIATIONAL_METRICS,
         description="variational AdaIN (model=variational_cpu: variational_small, VGG-statistics style encoder, "
                     "64-number style code), W2 style loss at gamma 8 on relu1_1..relu5_1, 128 px crops, bf16, "
