@@ -2,7 +2,8 @@
 
     python train.py experiment=quickstart                       # sample set, CPU, a few minutes
     python train.py -m loss=gram,w2 model.style_dim=8,64        # a multirun: one job per combination
-    python train.py ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt   # resume
+    python train.py ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt   # resume that run
+    python train.py experiment=quickstart ckpt_path=last     # resume the newest run of this task_name
     python train.py experiment=quickstart init_from=variational              # fine-tune the shipped weights
 
 ``train(cfg)`` returns the final metrics (``trainer.callback_metrics``) so sweepers can optimise them.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
@@ -60,6 +62,24 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     load_net_state(model.net, checkpoint["state_dict"])
 
 
+def resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path=last``: the newest ``last.ckpt`` of an earlier run of this ``task_name`` (runs and
+    multirun jobs under ``paths.log_dir``), or None - a fresh start - when there is none yet, so that a
+    job requeued after preemption and its first attempt can share one command line."""
+    if cfg.get("ckpt_path") != "last":
+        return cfg.get("ckpt_path")
+    own = Path(cfg.paths.output_dir).resolve()
+    found = [path for path in Path(cfg.paths.log_dir, cfg.task_name).glob("**/checkpoints/last.ckpt")
+             if own not in path.resolve().parents]
+    if not found:
+        print(f"ckpt_path=last: no earlier run of {cfg.task_name} under {cfg.paths.log_dir}: starting afresh",
+              file=sys.stderr)
+        return None
+    newest = max(found, key=lambda path: path.stat().st_mtime)
+    print(f"resuming {newest}", file=sys.stderr)
+    return str(newest)
+
+
 def instantiate_all(group: DictConfig | None) -> list:
     """Every ``_target_`` entry of a config group (callbacks, loggers) as an object."""
     return [hydra.utils.instantiate(node) for node in (group or {}).values()
@@ -90,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(model.run_config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
         import wandb

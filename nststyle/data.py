@@ -62,25 +62,28 @@ def partition_shards(urls: list[str], rank: int, world_size: int, worker: int, n
     return [urls[slot % len(urls)]]
 
 
-def reader_info(ranks: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+def reader_info(ranks: tuple[int, int] | None = None, worker: tuple[int, int] | None = None
+                ) -> tuple[int, int, int, int]:
     """(rank, world_size, worker, num_workers) of the calling loader worker. ``ranks`` = (rank,
     world_size) as the trainer knows them; without it they come from the RANK and WORLD_SIZE
     environment variables or torch.distributed (webdataset's convention; a DataLoader worker started
-    with "spawn" does not see the parent's process group, so pass ``ranks`` when you can)."""
-    rank, world_size, worker, num_workers = wds.utils.pytorch_worker_info()
-    return (*(ranks or (rank, world_size)), worker, num_workers)
+    with "spawn" does not see the parent's process group, so pass ``ranks`` when you can).
+    ``worker`` = (role, num_workers) overrides the loader's worker id (``PairBatches`` on resume)."""
+    rank, world_size, worker_id, num_workers = wds.utils.pytorch_worker_info()
+    return (*(ranks or (rank, world_size)), *(worker or (worker_id, num_workers)))
 
 
 class ShardStream(IterableDataset):
     """Endless ``{"url": ...}`` stream over this reader's partition of the shards, reshuffled on
     every pass; the order depends on (seed, rank, worker, pass) only when ``seed`` is given."""
 
-    def __init__(self, urls: list[str], seed: int | None = None, ranks: tuple[int, int] | None = None):
+    def __init__(self, urls: list[str], seed: int | str | None = None, ranks: tuple[int, int] | None = None,
+                 worker: tuple[int, int] | None = None):
         super().__init__()
-        self.urls, self.seed, self.ranks = list(urls), seed, ranks
+        self.urls, self.seed, self.ranks, self.worker = list(urls), seed, ranks, worker
 
     def __iter__(self):
-        rank, world_size, worker, num_workers = reader_info(self.ranks)
+        rank, world_size, worker, num_workers = reader_info(self.ranks, self.worker)
         mine = partition_shards(self.urls, rank, world_size, worker, num_workers)
         rng = random.Random(_reader_seed(self.seed, rank, worker, "shards"))
         while True:
@@ -90,7 +93,7 @@ class ShardStream(IterableDataset):
                 yield {"url": url}
 
 
-def _reader_seed(seed: int | None, rank: int, worker: int, purpose: str) -> str | bytes:
+def _reader_seed(seed: int | str | None, rank: int, worker: int, purpose: str) -> str | bytes:
     """A seed for one reader's random.Random: fresh each run unless ``seed`` is set (a str seeds
     random.Random through sha512, so it is stable across processes, unlike hash())."""
     return os.urandom(16) if seed is None else f"{seed}/{rank}/{worker}/{purpose}"
@@ -171,13 +174,13 @@ class BadSampleCounter:
 class RandomCrops:
     """Pipeline stage: samples -> random ``SxSx3`` uint8 crops; undecodable samples go to ``on_error``."""
 
-    def __init__(self, image_size: int, max_scale: float, seed: int | None, on_error: BadSampleCounter,
-                 ranks: tuple[int, int] | None = None):
+    def __init__(self, image_size: int, max_scale: float, seed: int | str | None, on_error: BadSampleCounter,
+                 ranks: tuple[int, int] | None = None, worker: tuple[int, int] | None = None):
         self.image_size, self.max_scale, self.seed, self.on_error = image_size, max_scale, seed, on_error
-        self.ranks = ranks
+        self.ranks, self.worker = ranks, worker
 
     def __call__(self, samples):
-        rank, _, worker, _ = reader_info(self.ranks)
+        rank, _, worker, _ = reader_info(self.ranks, self.worker)
         rng = random.Random(_reader_seed(self.seed, rank, worker, "crops"))
         for sample in samples:
             try:
@@ -192,47 +195,76 @@ class ReaderShuffle:
     """Pipeline stage: a shuffle buffer seeded per reader (a seeded rng built in the main process
     would be copied into every worker, which would then shuffle identically)."""
 
-    def __init__(self, bufsize: int, seed: int | None, ranks: tuple[int, int] | None = None):
-        self.bufsize, self.seed, self.ranks = bufsize, seed, ranks
+    def __init__(self, bufsize: int, seed: int | str | None, ranks: tuple[int, int] | None = None,
+                 worker: tuple[int, int] | None = None):
+        self.bufsize, self.seed, self.ranks, self.worker = bufsize, seed, ranks, worker
 
     def __call__(self, samples):
-        rank, _, worker, _ = reader_info(self.ranks)
+        rank, _, worker, _ = reader_info(self.ranks, self.worker)
         rng = random.Random(_reader_seed(self.seed, rank, worker, "samples"))
         return wds.shuffle(self.bufsize, initial=max(1, self.bufsize // 4), rng=rng)(samples)
 
 
 def image_stream(urls: list[str], image_size: int, max_scale: float = 2.0, shuffle_buffer: int = 256,
-                 seed: int | None = None, on_error: BadSampleCounter | None = None,
-                 ranks: tuple[int, int] | None = None) -> wds.DataPipeline:
+                 seed: int | str | None = None, on_error: BadSampleCounter | None = None,
+                 ranks: tuple[int, int] | None = None, worker: tuple[int, int] | None = None) -> wds.DataPipeline:
     """Endless stream of random ``SxSx3`` uint8 crops (arrays; ``to_batch`` makes tensors) from this
     reader's shards."""
     on_error = on_error or BadSampleCounter()
-    return wds.DataPipeline(ShardStream(urls, seed, ranks), wds.tarfile_to_samples(handler=on_error),
-                            ReaderShuffle(shuffle_buffer, seed, ranks),
-                            RandomCrops(image_size, max_scale, seed, on_error, ranks))
+    return wds.DataPipeline(ShardStream(urls, seed, ranks, worker), wds.tarfile_to_samples(handler=on_error),
+                            ReaderShuffle(shuffle_buffer, seed, ranks, worker),
+                            RandomCrops(image_size, max_scale, seed, on_error, ranks, worker))
 
 
 class PairBatches(IterableDataset):
     """Endless ``(content, style)`` batches, each ``Bx3xSxS`` float in [0, 1]; use with
-    ``DataLoader(PairBatches(...), batch_size=None, num_workers=N)`` (batches are made in the workers)."""
+    ``DataLoader(PairBatches(...), batch_size=None, num_workers=N)`` (batches are made in the workers).
+
+    With a ``seed`` the stream is a function of (seed, batch index), whatever the number of restarts:
+    it is cut into segments of ``segment`` batches, each read from a shard order and shuffle derived
+    from (seed, segment), and loader worker ``w`` makes the batches ``g`` with ``g % workers == (start
+    + w) % workers``. A resumed run sets ``start`` (batches already trained on) and continues with
+    the very batches an uninterrupted run would have seen: it re-reads at most ``segment / workers``
+    batches per worker to get there (none when it resumes on a segment boundary)."""
 
     def __init__(self, content_urls: list[str], style_urls: list[str], image_size: int = 256, batch_size: int = 8,
                  max_scale: float = 2.0, shuffle_buffer: int = 256, seed: int | None = None,
-                 bad_samples: BadSampleCounter | None = None, ranks: tuple[int, int] | None = None):
+                 bad_samples: BadSampleCounter | None = None, ranks: tuple[int, int] | None = None,
+                 segment: int = 1000):
         super().__init__()
+        if segment < 1:
+            raise ValueError(f"segment must be >= 1 batch, got {segment}")
         self.bad_samples = bad_samples or BadSampleCounter("samples")
-        self.content = image_stream(content_urls, image_size, max_scale, shuffle_buffer, seed, self.bad_samples,
-                                    ranks)
-        # a different seed for styles, so that content and style readers do not walk in lockstep
-        self.style = image_stream(style_urls, image_size, max_scale, shuffle_buffer,
-                                  None if seed is None else seed + 1, self.bad_samples, ranks)
-        self.batch_size = batch_size
+        self.urls, self.image_size, self.batch_size = (content_urls, style_urls), image_size, batch_size
+        self.max_scale, self.shuffle_buffer, self.seed, self.ranks = max_scale, shuffle_buffer, seed, ranks
+        self.segment, self.start = segment, 0
 
-    def __iter__(self):
-        pairs = zip(iter(self.content), iter(self.style))
+    def _batches(self, seeds: tuple, worker: tuple[int, int] | None):
+        content, style = (image_stream(urls, self.image_size, self.max_scale, self.shuffle_buffer, seed,
+                                       self.bad_samples, self.ranks, worker) for urls, seed in zip(self.urls, seeds))
+        pairs = zip(iter(content), iter(style))
         while batch := list(islice(pairs, self.batch_size)):
             content, style = zip(*batch)
             yield to_batch(content), to_batch(style)
+
+    def __iter__(self):
+        if self.seed is None:  # fresh randomness every run: nothing to reproduce
+            yield from self._batches((None, None), None)
+            return
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        role = (self.start + worker) % workers
+        index = self.start + worker  # the global index of the next batch this worker makes
+        while True:
+            segment = index // self.segment
+            # content and style get different seeds, so that their readers do not walk in lockstep
+            seeds = (f"{self.seed}/segment{segment}/content", f"{self.seed}/segment{segment}/style")
+            batches = self._batches(seeds, (role, workers))
+            for _ in range((index - segment * self.segment) // workers):  # this role's earlier batches
+                next(batches)
+            while index < (segment + 1) * self.segment:
+                yield next(batches)
+                index += workers
 
 
 class Epochs:

@@ -1,11 +1,13 @@
-"""Callbacks: image grids of the fixed validation pairs to the logger; the final checkpoint; stopping a
-run whose steps keep coming out non-finite."""
+"""Callbacks: image grids of the fixed validation pairs to the logger; the final checkpoint; the random
+generators in checkpoints; stopping a run whose steps keep coming out non-finite."""
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
@@ -95,6 +97,38 @@ class FinalCheckpoint(pl.Callback):
                 or trainer.global_step == self.saved_step):
             return
         trainer.save_checkpoint(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
+
+
+class RNGState(pl.Callback):
+    """Keep the global random generators (torch, CUDA, numpy, random) in every checkpoint and put them back
+    before the first step of a resumed run, which then draws the same noise (the VAE's sampled codes) as
+    an uninterrupted one. Lightning restores weights, optimiser, schedule and loop counters but not these.
+    Under DDP the checkpoint holds rank 0's generators (ranks are seeded alike by ``seed_everything``)."""
+
+    def __init__(self):
+        self.pending: dict | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        # tensors and plain numbers only: Lightning reads checkpoints with torch.load(weights_only=True)
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        self.pending = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.pending is None:
+            return
+        states, self.pending = self.pending, None
+        torch.set_rng_state(states["torch"])
+        kind, keys, position, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        random.setstate(states["python"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class StopOnNonFinite(pl.Callback):

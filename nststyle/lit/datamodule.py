@@ -53,6 +53,8 @@ class StyleTransferDataModule(L.LightningDataModule):
         self.bad_samples = BadSampleCounter("samples")
         self._train = None
         self._val = None
+        self._pairs = None
+        self._resume_batches = 0
 
     # --------------------------------------------------------------------- shards made on the fly
 
@@ -115,7 +117,9 @@ class StyleTransferDataModule(L.LightningDataModule):
             # the trainer's view of the ranks, so that loader workers started with "spawn" split correctly too
             ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else None
             self._pairs = PairBatches(content, style, hp.image_size, hp.batch_size, hp.max_scale,
-                                      hp.shuffle_buffer, hp.seed, bad_samples=self.bad_samples, ranks=ranks)
+                                      hp.shuffle_buffer, hp.seed, bad_samples=self.bad_samples, ranks=ranks,
+                                      segment=hp.train_batches_per_epoch)
+            self._pairs.start = self._resume_batches
         if self._val is None:
             val_content = expand_shards(hp.val_content_shards) if hp.val_content_shards else content
             val_style = expand_shards(hp.val_style_shards) if hp.val_style_shards else style
@@ -125,11 +129,25 @@ class StyleTransferDataModule(L.LightningDataModule):
     def train_dataloader(self) -> Epochs:
         if self._train is None:
             workers = self.hparams.num_workers
+            # its own generator: making the loader's iterator must not draw from the global RNG, which a
+            # resumed run restores to where the interrupted one left it
             loader = DataLoader(self._pairs, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
-                                pin_memory=torch.cuda.is_available())
+                                pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))
             # one endless loader; Lightning sees epochs of train_batches_per_epoch batches
             self._train = Epochs(loader, self.hparams.train_batches_per_epoch)
         return self._train
+
+    # ------------------------------------------------------------------- resuming (in every checkpoint)
+
+    def state_dict(self) -> dict:
+        """The training stream's position: batches trained on so far (``PairBatches`` continues there)."""
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.total if self.trainer else None
+        return {"train_batches": progress.processed if progress else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_batches = int(state.get("train_batches", 0))
+        if self._pairs is not None:
+            self._pairs.start = self._resume_batches
 
     def val_dataloader(self) -> DataLoader:
         content, style = self._val
