@@ -223,6 +223,21 @@ def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(-1, -2)
 
 
+def _psd_sqrt_newton_schulz(matrix: torch.Tensor, iterations: int, ridge: float) -> torch.Tensor:
+    """``(M + ridge * ||M||_F * I)^1/2`` of symmetric PSD ``BxNxN`` matrices by coupled Newton-Schulz
+    iterations (Higham 2008; Lin & Maji 2017): matrix products only, so fast on GPUs, where batched
+    eigendecompositions are not. Scaling by the Frobenius norm puts the eigenvalues in [0, 1], where the
+    iteration converges; the ridge lifts the rounding-negative eigenvalues of singular covariances (deep
+    layers: more channels than positions), on which it would blow up. Run it in float64."""
+    norm = torch.linalg.matrix_norm(matrix).clamp_min(torch.finfo(matrix.dtype).tiny)[:, None, None]
+    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device).expand_as(matrix)
+    y, z = matrix / norm + ridge * eye, eye
+    for _ in range(iterations):
+        t = 1.5 * eye - 0.5 * z @ y
+        y, z = y @ t, t @ z
+    return y * norm.sqrt()
+
+
 class W2Loss(StyleLoss):
     """Squared 2-Wasserstein distance between Gaussians fitted to the features (closed form):
     ``||mu_x - mu_s||^2 + tr S_x + tr S_s - 2 tr((S_s^1/2 S_x S_s^1/2)^1/2)``.
@@ -232,13 +247,20 @@ class W2Loss(StyleLoss):
     eigenvalues (eigenvector gradients are not). Eigenvalues below ``floor * (tr S_s / N)^2`` count as
     zero (no gradient), so rank-deficient covariances (constant images,
     fewer positions than channels) keep finite gradients.
+
+    ``solver="newton_schulz"`` takes both square roots by ``iterations`` float64 Newton-Schulz steps with a
+    ridge of ``1e-6 ||S||_F`` instead (the distance a few per cent above the eigenvalues', stable however many
+    steps): for GPUs, where batched ``eigh`` made a variational training step ~10x slower.
     """
 
     default_scale = 2e-3
 
-    def __init__(self, layer_weights=None, scale=None, floor: float = 1e-8):
+    def __init__(self, layer_weights=None, scale=None, floor: float = 1e-8, solver: str = "eigh",
+                 iterations: int = 30):
         super().__init__(layer_weights, scale)
-        self.floor = floor
+        if solver not in ("eigh", "newton_schulz"):
+            raise ValueError(f"unknown W2 solver {solver!r}; choose from eigh, newton_schulz")
+        self.floor, self.solver, self.iterations, self.ridge = floor, solver, iterations, 1e-6
 
     def summarize(self, x):
         mean, cov = _covariance(x)
@@ -246,6 +268,8 @@ class W2Loss(StyleLoss):
         trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
         # Eigenvalues of S_s^1/2 S_x S_s^1/2 are ~ (tr S_s / N)^2 when x matches s: floor relative to that.
         floor = (self.floor * (trace / x.shape[-1]).square()).clamp_min(1e-30)[:, None]
+        if self.solver == "newton_schulz":
+            return mean, _psd_sqrt_newton_schulz(cov, self.iterations, self.ridge), trace, floor
         return mean, _psd_sqrt(cov), trace, floor
 
     def distance(self, x, target):
@@ -253,9 +277,15 @@ class W2Loss(StyleLoss):
         x_mean, x_cov = _covariance(x)
         product = cov_sqrt @ x_cov.double() @ cov_sqrt
         product = (product + product.transpose(-1, -2)) / 2  # exact symmetry for eigvalsh's backward
-        eigenvalues = torch.linalg.eigvalsh(product)
-        kept = eigenvalues > floor  # sqrt has an infinite slope at 0: drop the (numerically zero) rest
-        cross = torch.where(kept, torch.where(kept, eigenvalues, 1.0).sqrt(), 0.0).sum(-1)
+        if self.solver == "newton_schulz":
+            root = _psd_sqrt_newton_schulz(product, self.iterations, self.ridge)
+            # minus what the ridge alone adds on the (many) null directions
+            cross = root.diagonal(dim1=-2, dim2=-1).sum(-1) \
+                - product.shape[-1] * (self.ridge * torch.linalg.matrix_norm(product)).sqrt()
+        else:
+            eigenvalues = torch.linalg.eigvalsh(product)
+            kept = eigenvalues > floor  # sqrt has an infinite slope at 0: drop the (numerically zero) rest
+            cross = torch.where(kept, torch.where(kept, eigenvalues, 1.0).sqrt(), 0.0).sum(-1)
         distance = _sq_norm(x_mean - mean, 1).double() + x_cov.diagonal(dim1=-2, dim2=-1).sum(-1).double() \
             + trace - 2 * cross
         return distance.to(x.dtype)
