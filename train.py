@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from nststyle.cli import check_overrides
+from nststyle.data import NoImagesError
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.losses import style_loss
@@ -41,6 +43,25 @@ def check_loss(cfg: DictConfig) -> None:
         style_loss(loss.kind)
     except ValueError as error:
         raise ConfigError(f"loss={loss.kind} cannot train a feed-forward model: {error}") from None
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Fail before building anything when ``trainer.devices`` asks for more GPUs (or, on the CPU, more
+    processes than cores) than this machine has; Lightning would fail later, with a longer message."""
+    trainer = cfg.get("trainer") or {}
+    devices, accelerator = trainer.get("devices"), str(trainer.get("accelerator", "auto"))
+    if not isinstance(devices, int) or devices < 1:  # "auto", -1 or a list of ids: Lightning checks those
+        return
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus):
+        available, what = gpus, "GPUs"
+    elif accelerator in ("cpu", "auto"):
+        available, what = os.cpu_count() or 1, "CPU cores"
+    else:
+        return
+    if devices > available:
+        raise ConfigError(f"trainer.devices={devices} but this machine has {available} {what} "
+                          f"(trainer.accelerator={accelerator})")
 
 
 def warm_start(model: pl.LightningModule, source: str) -> None:
@@ -88,6 +109,7 @@ def instantiate_all(group: DictConfig | None) -> list:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     check_loss(cfg)
+    check_devices(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     # the data stream follows the run's seed unless data.seed says otherwise (seed=null: fresh each run)
@@ -122,7 +144,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except (ConfigError, ImageError, StylizeError, WeightsUnavailableError, FileNotFoundError) as error:
+    except (ConfigError, ImageError, StylizeError, WeightsUnavailableError, FileNotFoundError,
+            NoImagesError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     summary = ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()) if "/" in name)

@@ -284,6 +284,26 @@ class Epochs:
         return islice(self._iterator, self.length)
 
 
+class NoImagesError(ValueError):
+    """Shards that hold no decodable image (one line, for train.py)."""
+
+
+def first_image(urls: list[str], what: str) -> Image.Image:
+    """The first decodable image of ``urls`` (read in order, stopping there: one sample for healthy
+    shards); raises ``NoImagesError`` when none is, before a training stream would skip bad samples
+    forever."""
+    failures = BadSampleCounter(what)
+    samples = 0
+    for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=failures)):
+        samples += 1
+        try:
+            return sample_image(sample)
+        except Exception as error:  # noqa: BLE001
+            failures(error)
+    raise NoImagesError(f"no readable image in the {what} shards ({len(urls)} shards, e.g. {urls[0]}: "
+                        f"{samples} samples, {failures.count} unreadable)")
+
+
 def fixed_images(urls: list[str], count: int, image_size: int, on_error: BadSampleCounter | None = None
                  ) -> torch.Tensor:
     """The first ``count`` decodable images of ``urls`` (in order), centre-cropped: ``count x 3 x S x S``.

@@ -4,6 +4,7 @@ import io
 import os
 import struct
 import subprocess
+import tarfile
 import sys
 import zlib
 from pathlib import Path
@@ -168,14 +169,26 @@ TRAIN_CASES = {
                              "is not a folder"),
     "missing_shards": (["data.sample_dir=null", "data.content_shards=/nonexistent/c-*.tar"], "no shards match"),
     "missing_images_dir": (["experiment=shared_images_cpu", "data.images_dir=/nonexistent"], "no content folder"),
+    "unreadable_shards": (["data.sample_dir=null", "data.content_shards={tmp}/bad-000000.tar",
+                           "data.style_shards={tmp}/bad-000000.tar"],
+                          "no readable image in the content shards (1 shards, e.g. "),
     "unknown_key": (["trainer.bogus=3"], "Could not override 'trainer.bogus'"),
     "unknown_experiment": (["experiment=nope"], "unknown option experiment=nope: choose from"),
+    "more_devices_than_the_machine": (["trainer.accelerator=cpu", "trainer.devices=4096"],
+                                      "trainer.devices=4096 but this machine has"),
 }
 
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
 def test_train_py_fails_fast_with_one_line(case, tmp_path):
+    with tarfile.open(tmp_path / "bad-000000.tar", "w") as shard:  # samples that are no images
+        for key in ("a", "b"):
+            payload = b"not an image"
+            info = tarfile.TarInfo(f"{key}.jpg")
+            info.size = len(payload)
+            shard.addfile(info, io.BytesIO(payload))
     args, phrase = TRAIN_CASES[case]
+    args = [arg.format(tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "logger=none",
                              f"paths.output_dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert_one_line_error(result, phrase)

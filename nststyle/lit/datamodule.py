@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nststyle.data import BadSampleCounter, Epochs, PairBatches, expand_shards, fixed_images
+from nststyle.data import BadSampleCounter, Epochs, PairBatches, expand_shards, first_image, fixed_images
 from nststyle.sample_set import build_sample_set, sample_patterns
 from nststyle.shards import make_shards
 from nststyle.splits import KINDS, split_files
@@ -94,8 +94,9 @@ class StyleTransferDataModule(L.LightningDataModule):
                                 shard_count=8, workers=self.hparams.shard_workers, on_mismatch="rebuild")
 
     def check_sources(self) -> None:
-        """Fail fast (``FileNotFoundError``, one line) when an input that nothing will build is missing:
-        called by train.py before any model is built."""
+        """Fail fast (``FileNotFoundError`` or ``NoImagesError``, one line) when an input that nothing will
+        build is missing, or given shards hold no readable image: called by train.py before any model is
+        built."""
         hp = self.hparams
         if hp.images_dir:
             for kind in KINDS:
@@ -103,10 +104,19 @@ class StyleTransferDataModule(L.LightningDataModule):
         for name in ("content_dir", "style_dir"):
             if hp[name] and not Path(hp[name]).is_dir():
                 raise FileNotFoundError(f"data.{name}={hp[name]} is not a folder")
-        if not (hp.images_dir or hp.sample_dir or hp.content_dir or hp.style_dir):
-            for pattern in (self.content_shards, self.style_shards, hp.val_content_shards, hp.val_style_shards):
-                if pattern:
-                    expand_shards(pattern)
+        builds = hp.images_dir or hp.sample_dir or hp.content_dir or hp.style_dir  # prepare_data makes shards
+        for what, pattern in (("content", self.content_shards), ("style", self.style_shards),
+                              ("validation content", hp.val_content_shards),
+                              ("validation style", hp.val_style_shards)):
+            if not pattern:
+                continue
+            try:
+                urls = expand_shards(pattern)
+            except FileNotFoundError:
+                if builds:
+                    continue
+                raise
+            first_image(urls, what)
 
     # --------------------------------------------------------------------- loaders
 
