@@ -48,7 +48,8 @@ def feedforward(cfg: DictConfig) -> str:
     shared = dict(max_size=cfg.max_size, grid_size=cfg.grid_size)
     if cfg.mode == "stylize":
         written = run_stylize(stylizer, cfg.content, styles, cfg.output, alpha=cfg.alpha,
-                              preserve_color=cfg.preserve_color, style_size=cfg.style_size, **shared)
+                              preserve_color=cfg.preserve_color, style_size=cfg.style_size, tile=cfg.tile,
+                              tile_overlap=cfg.tile_overlap, **shared)
     elif cfg.mode == "mix":
         written = run_mix(stylizer, cfg.content, styles, cfg.output, weights=as_list(cfg.weights),
                           preserve_color=cfg.preserve_color, style_size=cfg.style_size, **shared)

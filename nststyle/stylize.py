@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 
 from .features import VGGEncoder
-from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
+from .images import ImageError, list_images, load_image, match_color, resize_max, save_grid, save_image
 from .models.inverse import InverseNet
 from .models.variational import VariationalStyleNet
 from .pretrained import FROZEN_PREFIXES, Pretrained, resolve
 from .swap import style_swap
+from .tiling import stylize_tiled
 
 
 class StylizeError(ValueError):
@@ -130,6 +131,19 @@ class Stylizer:
         """``content`` Bx3xHxW, ``style`` 1x3xH'xW' (or B of them) -> Bx3xHxW."""
         raise NotImplementedError
 
+    def styler(self, style: torch.Tensor, alpha: float = 1.0, content: torch.Tensor | None = None):
+        """A function ``content tile -> stylised tile`` with the style summarised once (for tiles of a
+        large ``content``; models that can should override this, the default redoes the style per call)."""
+        return lambda tile: self.stylize(tile, style, alpha)
+
+    def stylize_large(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0,
+                      tile: int | None = 1024, overlap: int = 128, progress: bool = True) -> torch.Tensor:
+        """``stylize`` for one image of any size: in overlapping, blended tiles (``nststyle.tiling``) when
+        its longer side exceeds ``tile`` (None: never), which bounds the memory a pass needs."""
+        if tile is None or max(content.shape[-2:]) <= tile:
+            return self.stylize(content, style, alpha)
+        return stylize_tiled(self.styler(style, alpha, content), content, tile, overlap, self.multiple, progress)
+
     def _unsupported(self, mode: str):
         raise StylizeError(f"mode={mode} needs a model with a style latent space; this checkpoint is a {self.kind!r} model")
 
@@ -179,11 +193,15 @@ class VariationalStylizer(Stylizer):
         return self.net.decode(content.to(self.device), z.to(self.device))
 
     def stylize(self, content, style, alpha=1.0):
+        return self.styler(style, alpha, content)(content)
+
+    def styler(self, style, alpha=1.0, content=None):
         z = self.style_code(style)
         if alpha != 1.0:
-            # alpha < 1 moves towards the content's own style code (its "style" as Es sees it)
-            z = torch.lerp(self.style_code(content), z, alpha)
-        return self.decode(content, z)
+            # alpha < 1 moves towards the content's own style code (its "style" as Es sees it); a large
+            # photo is read at 1024 px for it: the whole of it through VGG would cost what tiles save
+            z = torch.lerp(self.style_code(resize_max(content, 1024)), z, alpha)
+        return lambda tile: self.decode(tile, z)
 
     def mix(self, content, styles, weights):
         weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
@@ -252,6 +270,16 @@ class InverseStylizer(Stylizer):
     @torch.no_grad()
     def stylize(self, content, style, alpha=1.0):
         return self.net(self.swap(content, style, alpha))
+
+    def styler(self, style, alpha=1.0, content=None):
+        style_features = self.encode(style)
+
+        @torch.no_grad()
+        def run(tile):
+            features = self.encode(tile)
+            swapped = style_swap(features, style_features, self.patch_size, self.stride)
+            return self.net(swapped if alpha == 1.0 else torch.lerp(features, swapped, alpha))
+        return run
 
 
 class OnnxStylizer(Stylizer):
@@ -354,10 +382,12 @@ def _colour_matched(style: torch.Tensor, content: torch.Tensor, preserve_color: 
 
 
 def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0, preserve_color: bool = False,
-                max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256) -> Written:
+                max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256,
+                tile: int | None = 1024, tile_overlap: int = 128) -> Written:
     """Every content file (or folder) x every style file. One pair writes exactly ``output``; several
     write ``<output stem>_<content>_<style>.<ext>`` plus a contact sheet (row per content:
-    content, then one column per style, under a header row of the styles)."""
+    content, then one column per style, under a header row of the styles). Content images longer than
+    ``tile`` go through in overlapping tiles (``Stylizer.stylize_large``)."""
     start = time.perf_counter()
     contents = list_images(content)
     style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
@@ -366,7 +396,8 @@ def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0,
     for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
         sheet.append(image[0])
         for style_path, style in style_list:
-            result = stylizer.stylize(image, _colour_matched(style, image, preserve_color), alpha).cpu()
+            result = stylizer.stylize_large(image, _colour_matched(style, image, preserve_color), alpha,
+                                            tile, tile_overlap).cpu()
             path = Path(output) if single else output_path(output, content_path.stem, style_path.stem)
             written.images.append(save_image(result, path))
             sheet.append(result[0])

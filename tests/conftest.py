@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nststyle.models.inverse import InverseNet
 from nststyle.models.variational import AdaIN, VariationalStyleNet
 
 TINY_NET = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
@@ -24,4 +25,16 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
                 "nststyle": {"kind": "variational", "net": TINY_NET, "vgg_weights": "random"},
                 "config": {"model": {"style_dim": 6}}, "global_step": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inverse_checkpoint(tmp_path_factory) -> Path:
+    """A small inverse network (random VGG encoder, batch-norm decoder) in train.py's checkpoint format."""
+    torch.manual_seed(0)
+    net = InverseNet(widths=[8, 4], norm="batch")
+    path = tmp_path_factory.mktemp("inverse") / "inverse.ckpt"
+    torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
+                "nststyle": {"kind": "inverse", "net": {"widths": [8, 4], "norm": "batch"}, "vgg_weights": "random",
+                             "layer": "relu3_1"}}, path)
     return path

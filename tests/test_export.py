@@ -9,23 +9,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from nststyle.export import export_onnx
-from nststyle.models.inverse import InverseNet
 from nststyle.stylize import OnnxStylizer, load_stylizer
 
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def inverse_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    net = InverseNet(widths=[8, 4], norm="batch")
-    path = tmp_path_factory.mktemp("inverse") / "inverse.ckpt"
-    torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
-                "nststyle": {"kind": "inverse", "net": {"widths": [8, 4], "norm": "batch"}, "vgg_weights": "random",
-                             "layer": "relu3_1"}}, path)
-    return path
 
 
 def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path):

@@ -1,4 +1,4 @@
-"""Benchmark: the data pipeline on real photos and paintings (/work/shared/images, ~190 files).
+"""Benchmark: the data pipeline on real photos and paintings (../shared/images, ~190 files).
 
 1. Shard building: time of make_shards for the content and style folders (size 512, all CPUs).
 2. Loader throughput: images/s of (content, style) batches of 8 at 256 px (two images per pair)
@@ -10,7 +10,7 @@
    content images (the real step also encodes the style batch and runs a decoder). Reported as
    images/s consumed, i.e. 16 images (8 pairs) per step; ratio = loader / step demand.
 
-    python tests/benchmarks/bench_data.py [--images /work/shared/images] [--repeats 3] [--batches 12]
+    python tests/benchmarks/bench_data.py [--images ../shared/images] [--repeats 3] [--batches 12]
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def step_rate(repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, default=Path("/work/shared/images"))
+    parser.add_argument("--images", type=Path, default=Path(__file__).resolve().parents[2] / "../shared/images")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=12)
     args = parser.parse_args()

