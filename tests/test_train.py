@@ -1,5 +1,6 @@
 """train.py through Hydra: a fast_dev_run per loss kind, a short run that writes last.ckpt (with the
 resolved config, without the VGG), the CLI's errors, and a two-job multirun."""
+import math
 import os
 import subprocess
 import sys
@@ -71,6 +72,10 @@ def test_short_run_writes_last_ckpt_config_csv_and_offline_wandb(tmp_path, sampl
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/style", "val/loss", "lr-Adam"} <= set(header)
     assert "val/loss" in metrics
+    # the evaluation's figures of the validation pairs, and the score that sweeps minimise
+    figures = {name: metrics[f"val/eval_{name}"] for name in ("content", "style", "gram", "w2", "score")}
+    assert all(value >= 0 and math.isfinite(value) for value in figures.values()), figures
+    assert figures["score"] == pytest.approx(figures["style"] + max(0.0, figures["content"] - 1.14))
     # W&B ran offline (nothing leaves the machine) and got the same grid as an image
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/grid_*.jpg"))
 

@@ -1,5 +1,6 @@
-"""Callbacks: image grids of the fixed validation pairs to the logger; the final checkpoint; the random
-generators in checkpoints; stopping a run whose steps keep coming out non-finite."""
+"""Callbacks: image grids of the fixed validation pairs to the logger; the evaluation's figures of those
+pairs; the final checkpoint; the random generators in checkpoints; stopping a run whose steps keep
+coming out non-finite."""
 from __future__ import annotations
 
 import random
@@ -12,6 +13,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from ..images import save_grid
+from ..metrics import StyleMetrics
 
 
 class ImageGridLogger(pl.Callback):
@@ -75,6 +77,33 @@ class ImageGridLogger(pl.Callback):
         logger = trainer.logger
         root = (getattr(logger, "log_dir", None) or logger.save_dir) if logger else None
         return str(Path(root or trainer.default_root_dir) / "images")
+
+
+class EvaluationFigures(pl.Callback):
+    """After every validation, the evaluation's figures (``nststyle.metrics``: content, style, Gram and
+    W2 distances, as ``infer.py mode=evaluate`` computes them) of the datamodule's fixed validation pairs,
+    logged as ``val/eval_*``, plus ``val/eval_score = style + penalty * max(0, content - content_ceiling)``:
+    one number to compare checkpoints, runs and loss kinds by (training losses of different kinds are
+    not comparable), and what hyper-parameter sweeps minimise. The default ceiling is the Magenta model's
+    content distance on the held-back pairs."""
+
+    def __init__(self, max_pairs: int = 8, content_ceiling: float = 1.14, penalty: float = 1.0):
+        self.max_pairs, self.content_ceiling, self.penalty = max_pairs, content_ceiling, penalty
+        self.metrics: StyleMetrics | None = None
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer, pl_module):
+        images = getattr(trainer.datamodule, "val_images", None)
+        if trainer.sanity_checking or images is None:
+            return
+        if self.metrics is None:
+            self.metrics = StyleMetrics(pl_module.hparams.vgg_weights, pl_module.device)
+        content, style = (t[: self.max_pairs].to(pl_module.device) for t in images)
+        outputs = pl_module.stylize(content, style).float()
+        figures = [self.metrics(o[None], c[None], s[None]) for o, c, s in zip(outputs, content, style)]
+        means = {name: sum(f[name] for f in figures) / len(figures) for name in figures[0]}
+        means["score"] = means["style"] + self.penalty * max(0.0, means["content"] - self.content_ceiling)
+        pl_module.log_dict({f"val/eval_{name}": value for name, value in means.items()}, batch_size=len(figures))
 
 
 class FinalCheckpoint(pl.Callback):
