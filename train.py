@@ -19,6 +19,8 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from nststyle.cli import check_overrides
@@ -84,19 +86,20 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
 
 
 def resume_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last``: the newest ``last.ckpt`` of an earlier run of this ``task_name`` (runs and
-    multirun jobs under ``paths.log_dir``), or None - a fresh start - when there is none yet, so that a
-    job requeued after preemption and its first attempt can share one command line."""
+    """``ckpt_path=last``: this job's own ``last.ckpt`` when it has one (a cluster job requeued after
+    preemption runs again in its folder), else - for a single run - the newest ``last.ckpt`` of an
+    earlier run of this ``task_name`` under ``paths.log_dir``, else None: a fresh start, so that the
+    first attempt and its requeues share one command line. Jobs of a multirun only resume their own."""
     if cfg.get("ckpt_path") != "last":
         return cfg.get("ckpt_path")
-    own = Path(cfg.paths.output_dir).resolve()
-    found = [path for path in Path(cfg.paths.log_dir, cfg.task_name).glob("**/checkpoints/last.ckpt")
-             if own not in path.resolve().parents]
-    if not found:
-        print(f"ckpt_path=last: no earlier run of {cfg.task_name} under {cfg.paths.log_dir}: starting afresh",
-              file=sys.stderr)
+    own = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    candidates = [own] if own.exists() else []
+    if not candidates and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+        candidates = list(Path(cfg.paths.log_dir, cfg.task_name).glob("runs/*/checkpoints/last.ckpt"))
+    if not candidates:
+        print(f"ckpt_path=last: no earlier run of {cfg.task_name} to resume: starting afresh", file=sys.stderr)
         return None
-    newest = max(found, key=lambda path: path.stat().st_mtime)
+    newest = max(candidates, key=lambda path: path.stat().st_mtime)
     print(f"resuming {newest}", file=sys.stderr)
     return str(newest)
 

@@ -79,7 +79,9 @@ def final_state(log_dir: Path, run: str) -> dict:
 
 
 def losses(log_dir: Path, run: str) -> dict[int, str]:
-    rows = (log_dir / "resume_test" / "runs" / run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    """The train/loss column of the run's latest CSV log (a run resumed in its own folder adds a version)."""
+    latest = max((log_dir / "resume_test" / "runs" / run / "csv").glob("version_*"), key=lambda p: int(p.name[8:]))
+    rows = (latest / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     step, loss = header.index("step"), header.index("train/loss")
     return {int(row.split(",")[step]): row.split(",")[loss] for row in rows[1:] if row.split(",")[loss]}
@@ -102,18 +104,20 @@ def assert_same_run(resumed: dict, uninterrupted: dict):
 @pytest.mark.parametrize("killer", ["KillAtStep", "KillInsideSave"])
 def test_killed_run_resumes_with_ckpt_path_last_to_the_uninterrupted_weights(killer, tmp_path, sample_dir,
                                                                               uninterrupted):
-    # killed at step 5 (last.ckpt from step 3), or while writing step 6's last.ckpt (step 3's must survive)
-    step = 5 if killer == "KillAtStep" else 6
+    # killed at step 5 (last.ckpt from step 3) and resumed as a new run of the task; or killed while
+    # writing step 6's last.ckpt (step 3's must survive) and resumed in its own folder, as a requeued
+    # cluster job is
+    step, again = (5, "c") if killer == "KillAtStep" else (6, "b")
     killed = train(tmp_path, sample_dir, "b", f"+callbacks.kill._target_=test_resume.{killer}",
                    f"+callbacks.kill.step={step}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = tmp_path / "resume_test" / "runs" / "b" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 3  # whole and loadable
 
-    resumed = train(tmp_path, sample_dir, "c", "ckpt_path=last")
+    resumed = train(tmp_path, sample_dir, again, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {last}" in resumed.stderr
-    state, curve = final_state(tmp_path, "c"), losses(tmp_path, "c")
+    state, curve = final_state(tmp_path, again), losses(tmp_path, again)
     assert_same_run(state, uninterrupted[0])
     # the steps after the resume saw the same batches and the same code noise
     assert sorted(curve) == [3, 4, 5, 6, 7] and all(curve[s] == uninterrupted[1][s] for s in curve), curve
@@ -122,4 +126,4 @@ def test_killed_run_resumes_with_ckpt_path_last_to_the_uninterrupted_weights(kil
 def test_ckpt_path_last_without_an_earlier_run_starts_afresh(tmp_path, sample_dir):
     result = train(tmp_path, sample_dir, "a", "ckpt_path=last", "trainer.max_steps=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "no earlier run of resume_test" in result.stderr
+    assert "no earlier run of resume_test to resume" in result.stderr
