@@ -2,6 +2,7 @@
 resolved config, without the VGG), the CLI's errors, and a two-job multirun."""
 import math
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,29 @@ def sample_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("sample")
     build_sample_set(path)
     return path
+
+
+def wandb_records(path: Path):
+    """The Records of a W&B transaction log (``run-*.wandb``): a 7-byte header, then LevelDB-log blocks of
+    32 KiB whose chunks (4-byte CRC, 2-byte length, 1-byte type: 1 full, 2 first, 3 middle, 4 last) carry
+    protobuf Records (wandb >= 0.19 has no Python reader of its own)."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw, block, offset, pending = path.read_bytes(), 32768, 7, b""
+    while offset + 7 <= len(raw):
+        if block - offset % block < 7:  # a block's tail too short for a chunk header is padding
+            offset += block - offset % block
+            continue
+        length, kind = struct.unpack("<HB", raw[offset + 4: offset + 7])
+        pending += raw[offset + 7: offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+        elif kind == 0:
+            pending = b""
 
 
 def compose_train(overrides: list[str]):
@@ -78,6 +102,14 @@ def test_short_run_writes_last_ckpt_config_csv_and_offline_wandb(tmp_path, sampl
     assert figures["score"] == pytest.approx(figures["style"] + max(0.0, figures["content"] - 1.14))
     # W&B ran offline (nothing leaves the machine) and got the same grid as an image
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/grid_*.jpg"))
+    # what `wandb sync` would upload: the loss curves, the evaluation's figures, the grid and the run config
+    records = list(wandb_records(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))))
+    history = [{item.key or "/".join(item.nested_key) for item in r.history.item} for r in records
+               if r.WhichOneof("record_type") == "history"]
+    assert sum("train/loss" in step for step in history) == 3
+    assert {"val/eval_score", "val/loss", "val/grid/_type"} <= set().union(*history)
+    config = {item.key for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
+    assert {"model", "loss", "data", "trainer", "seed"} <= config
 
 
 def test_vgg_style_encoder_trains_and_its_checkpoint_stylizes(tmp_path, sample_dir):
