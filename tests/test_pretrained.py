@@ -1,6 +1,7 @@
 """The shipped weights: registry, inference-only export, a real style effect, a non-editable install, warm starts."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -138,3 +139,23 @@ def test_a_plain_install_carries_the_weights(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(target)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(str(target))
+
+
+def test_a_kill_during_export_leaves_the_previous_file_whole(tmp_path):
+    full = training_checkpoint(tmp_path / "last.ckpt")
+    target = export(full, tmp_path / "shipped.pt", recipe="first")
+    script = f"""
+import os, signal, torch
+import nststyle.pretrained as pretrained
+real_save = torch.save
+def save_half_then_die(obj, path):
+    real_save(obj, path)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+pretrained.torch.save = save_half_then_die
+pretrained.export({str(full)!r}, {str(target)!r}, recipe="second")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert torch.load(target, weights_only=True)["nststyle"]["recipe"] == "first"  # untouched and loadable
