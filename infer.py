@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nststyle.evaluate import EvaluationError, evaluate, folder_pairs, holdout_pairs, tsv_pairs
 from nststyle.cli import check_overrides
-from nststyle.export import export_onnx
+from nststyle.export import EXPORTERS
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.optimize import stylize_file_by_optimization
@@ -103,11 +103,11 @@ def evaluation(cfg: DictConfig) -> str:
 
 
 def export(cfg: DictConfig) -> str:
-    if cfg.export_format != "onnx":
-        raise StylizeError(f"unknown export_format {cfg.export_format!r}: onnx")
+    if cfg.export_format not in EXPORTERS:
+        raise StylizeError(f"unknown export_format {cfg.export_format!r}: {', '.join(EXPORTERS)}")
     stylizer = load_stylizer(cfg.ckpt, "cpu")
     name = Path(str(cfg.ckpt)).stem
-    files = export_onnx(stylizer, cfg.export_dir, name)
+    files = EXPORTERS[cfg.export_format](stylizer, cfg.export_dir, name)
     return f"export: wrote {', '.join(map(str, files))} (run with: python infer.py ckpt={files[0]} content=... style=...)"
 
 

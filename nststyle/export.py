@@ -7,12 +7,15 @@ The variational model becomes two graphs with dynamic image sizes:
 (for mixing, sampling and interpolating codes outside PyTorch). The inverse network becomes a two-stage
 pipeline: ``<name>_encoder.onnx`` (image -> relu3_1) and ``<name>_decoder.onnx`` (relu3_1 -> image), with
 the style swap between them (``nststyle.swap.style_swap``, or any exact swap) because its patch
-count depends on the style image. ``nststyle.stylize.OnnxStylizer`` runs either with onnxruntime, so ``infer.py
-ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
-(onnxscript, onnxruntime).
+count depends on the style image. ``nststyle.stylize.ExportedStylizer`` runs either with onnxruntime, so
+``infer.py ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
+(onnxscript, onnxruntime). ``export_format=torchscript`` writes the same graphs as ``.ts`` files
+(``torch.jit.trace``), which need torch alone.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -65,26 +68,51 @@ def _export(module: nn.Module, inputs: tuple, names: list[str], dynamic: dict, p
     return path
 
 
-def export_onnx(stylizer: Stylizer, out_dir: str | Path, name: str) -> list[Path]:
-    """Write the ONNX graph(s) of ``stylizer`` (on the CPU, float32) into ``out_dir``; returns the files."""
-    out_dir = Path(out_dir)
+def _graphs(stylizer: Stylizer) -> list[tuple[str, nn.Module, tuple, list[str], dict]]:
+    """(file suffix, module, example inputs, input names, dynamic H/W dims) of each graph of ``stylizer``."""
     m = stylizer.multiple
     content, style = torch.rand(1, 3, 8 * m, 10 * m), torch.rand(1, 3, 64, 72)
-    with torch.no_grad():
-        if isinstance(stylizer, VariationalStylizer):
-            code = torch.zeros(1, stylizer.net.style_dim)
-            image = {2: _size("height", m), 3: _size("width", m)}
-            return [
-                _export(StyleTransferGraph(stylizer), (content, style), ["content", "style"],
-                        {"content": image, "style": {2: _size("style_height", 1), 3: _size("style_width", 1)}},
-                        out_dir / f"{name}.onnx"),
-                _export(DecodeGraph(stylizer), (content, code), ["content", "code"], {"content": image, "code": None},
-                        out_dir / f"{name}_decode.onnx")]
-        if isinstance(stylizer, InverseStylizer):
+    image = {2: _size("height", m), 3: _size("width", m)}
+    if isinstance(stylizer, VariationalStylizer):
+        code = torch.zeros(1, stylizer.net.style_dim)
+        return [("", StyleTransferGraph(stylizer), (content, style), ["content", "style"],
+                 {"content": image, "style": {2: _size("style_height", 1), 3: _size("style_width", 1)}}),
+                ("_decode", DecodeGraph(stylizer), (content, code), ["content", "code"],
+                 {"content": image, "code": None})]
+    if isinstance(stylizer, InverseStylizer):
+        with torch.no_grad():
             features = stylizer.encode(content)
-            return [
-                _export(EncoderGraph(stylizer), (content,), ["image"],
-                        {"image": {2: _size("height", m), 3: _size("width", m)}}, out_dir / f"{name}_encoder.onnx"),
-                _export(stylizer.net, (features,), ["features"],
-                        {"features": {2: _size("height", 1), 3: _size("width", 1)}}, out_dir / f"{name}_decoder.onnx")]
-    raise StylizeError(f"no ONNX export for a {stylizer.kind!r} model")
+        return [("_encoder", EncoderGraph(stylizer), (content,), ["image"], {"image": image}),
+                ("_decoder", stylizer.net, (features,), ["features"],
+                 {"features": {2: _size("height", 1), 3: _size("width", 1)}})]
+    raise StylizeError(f"no export for a {stylizer.kind!r} model")
+
+
+def export_onnx(stylizer: Stylizer, out_dir: str | Path, name: str) -> list[Path]:
+    """Write the ONNX graph(s) of ``stylizer`` (on the CPU, float32) into ``out_dir``; returns the files."""
+    with torch.no_grad():
+        return [_export(module, inputs, names, dynamic, Path(out_dir) / f"{name}{suffix}.onnx")
+                for suffix, module, inputs, names, dynamic in _graphs(stylizer)]
+
+
+def export_torchscript(stylizer: Stylizer, out_dir: str | Path, name: str) -> list[Path]:
+    """Write the same graphs as TorchScript (``torch.jit.trace``; ``<name>.ts`` ...), which torch alone runs
+    (``torch.jit.load``), at any image size: the traced graphs keep H and W symbolic. PyTorch deprecates
+    TorchScript in favour of ``torch.export``; ONNX is the format to prefer."""
+    files = []
+    for suffix, module, inputs, _, _ in _graphs(stylizer):
+        path = Path(out_dir) / f"{name}{suffix}.ts"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the tracer warns about input checks and size tests (instance norm's) it records as constants:
+        # they hold at every size, as the tests at other sizes show
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(module.eval(), inputs, check_trace=False)
+        tmp = path.with_name(f".{path.name}.tmp")
+        traced.save(str(tmp))
+        os.replace(tmp, path)
+        files.append(path)
+    return files
+
+
+EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,10 +94,10 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, **
 
     ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride`` of the inverse
     network's swap); an option the kind does not take is an error, never silently ignored."""
-    if Path(path).suffix == ".onnx":  # an exported model (nststyle.export)
+    if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
         if not Path(path).is_file():
             raise StylizeError(f"exported model not found: {path}")
-        return OnnxStylizer(path, **options)
+        return ExportedStylizer(path, **options)
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
     path = resolve(path)
@@ -282,38 +283,56 @@ class InverseStylizer(Stylizer):
         return run
 
 
-class OnnxStylizer(Stylizer):
-    """A model exported by ``nststyle.export``, run with onnxruntime: ``<name>.onnx`` (variational) or
-    ``<name>_encoder.onnx`` + ``<name>_decoder.onnx`` (inverse network; the swap runs in PyTorch between them)."""
+class ExportedStylizer(Stylizer):
+    """A model exported by ``nststyle.export``: ``<name>.onnx`` run with onnxruntime, or ``<name>.ts``
+    (TorchScript) run with torch alone. The variational model is one graph (content, style) -> image; the
+    inverse network is ``<name>_encoder`` + ``<name>_decoder`` with the style swap run in PyTorch between."""
 
     def __init__(self, path: str | Path, multiple: int = 8, patch_size: int = 3, stride: int = 1):
         super().__init__(torch.device("cpu"))
-        self.kind = "onnx"
+        path = Path(path)
+        self.kind = path.suffix[1:]
+        load = self._onnx_runner() if path.suffix == ".onnx" else _torchscript_runner
+        self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
+        if path.stem.endswith("_encoder"):
+            self.encoder = load(path)
+            self.decoder = load(path.with_name(path.name.replace("_encoder", "_decoder")))
+            self.graph = None
+        else:
+            self.graph = load(path)
+
+    @staticmethod
+    def _onnx_runner():
         try:
             import onnxruntime  # an optional dependency (nststyle[export]): imported where it is needed
         except ImportError:
             raise StylizeError('running an ONNX model needs onnxruntime: pip install "nststyle[export]"') from None
-        path = Path(path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        session = lambda file: onnxruntime.InferenceSession(str(file), options)  # noqa: E731
-        self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
-        if path.stem.endswith("_encoder"):
-            self.encoder = session(path)
-            self.decoder = session(path.with_name(path.name.replace("_encoder.onnx", "_decoder.onnx")))
-            self.graph = None
-        else:
-            self.graph = session(path)
+
+        def load(file: Path):
+            session = onnxruntime.InferenceSession(str(file), options)
+            return lambda **inputs: torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0])
+        return load
 
     def stylize(self, content, style, alpha=1.0):
         if alpha != 1.0:
             raise StylizeError("an exported model stylises at alpha=1 only")
         if self.graph is not None:
-            output = self.graph.run(None, {"content": content.numpy(), "style": style.numpy()})[0]
-            return torch.from_numpy(output)
-        encode = lambda image: torch.from_numpy(self.encoder.run(None, {"image": image.numpy()})[0])  # noqa: E731
-        swapped = style_swap(encode(content), encode(style), self.patch_size, self.stride)
-        return torch.from_numpy(self.decoder.run(None, {"features": swapped.numpy()})[0])
+            return self.graph(content=content, style=style)
+        swapped = style_swap(self.encoder(image=content), self.encoder(image=style), self.patch_size, self.stride)
+        return self.decoder(features=swapped)
+
+
+def _torchscript_runner(file: Path):
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; the file still runs
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(file), map_location="cpu").eval()
+
+    @torch.no_grad()
+    def run(**inputs):
+        return module(*inputs.values())
+    return run
 
 
 # -- drivers: files in, files out (what infer.py calls) ----------------------------------------------
