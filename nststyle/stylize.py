@@ -108,7 +108,9 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, **
     unknown = sorted(name for name in options if name not in accepted)
     if unknown:
         raise StylizeError(f"{', '.join(unknown)} do(es) not apply to a {kind!r} checkpoint")
-    return cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
+    stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
+    stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
+    return stylizer
 
 
 class Stylizer:
@@ -180,9 +182,7 @@ class VariationalStylizer(Stylizer):
     def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "VariationalStylizer":
         net = VariationalStyleNet(**checkpoint["nststyle"]["net"])
         load_net_state(net, checkpoint["state_dict"])
-        stylizer = cls(net, device)
-        stylizer.style_size = checkpoint["nststyle"].get("style_size")
-        return stylizer
+        return cls(net, device)
 
     @torch.no_grad()
     def style_code(self, style: torch.Tensor) -> torch.Tensor:

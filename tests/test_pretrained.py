@@ -159,3 +159,13 @@ pretrained.export({str(full)!r}, {str(target)!r}, recipe="second")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert torch.load(target, weights_only=True)["nststyle"]["recipe"] == "first"  # untouched and loadable
+
+
+@pytest.mark.parametrize("kind", ["variational", "inverse"])
+def test_every_kind_reads_paintings_at_the_style_size_its_file_names(kind, tmp_path, tiny_checkpoint,
+                                                                      inverse_checkpoint):
+    checkpoint = torch.load(tiny_checkpoint if kind == "variational" else inverse_checkpoint, weights_only=False)
+    assert load_stylizer(tiny_checkpoint if kind == "variational" else inverse_checkpoint, "cpu").style_size is None
+    checkpoint["nststyle"]["style_size"] = 48
+    torch.save(checkpoint, tmp_path / "card.pt")
+    assert load_stylizer(tmp_path / "card.pt", "cpu").style_size == 48
