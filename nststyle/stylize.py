@@ -264,8 +264,10 @@ class InverseStylizer(Stylizer):
     @torch.no_grad()
     def swap(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """The activations the decoder inverts (exposed separately so their cost can be timed)."""
-        content_features = self.encode(content)
-        swapped = style_swap(content_features, self.encode(style), self.patch_size, self.stride)
+        return self._swapped(self.encode(content), self.encode(style), alpha)
+
+    def _swapped(self, content_features: torch.Tensor, style_features: torch.Tensor, alpha: float) -> torch.Tensor:
+        swapped = style_swap(content_features, style_features, self.patch_size, self.stride)
         return swapped if alpha == 1.0 else torch.lerp(content_features, swapped, alpha)
 
     @torch.no_grad()
@@ -273,14 +275,8 @@ class InverseStylizer(Stylizer):
         return self.net(self.swap(content, style, alpha))
 
     def styler(self, style, alpha=1.0, content=None):
-        style_features = self.encode(style)
-
-        @torch.no_grad()
-        def run(tile):
-            features = self.encode(tile)
-            swapped = style_swap(features, style_features, self.patch_size, self.stride)
-            return self.net(swapped if alpha == 1.0 else torch.lerp(features, swapped, alpha))
-        return run
+        style_features = self.encode(style)  # once, for every tile
+        return torch.no_grad()(lambda tile: self.net(self._swapped(self.encode(tile), style_features, alpha)))
 
 
 class ExportedStylizer(Stylizer):
