@@ -8,9 +8,13 @@ tensor (about 1 GB for relu3_1 of two 512 px images) and twice the multiply-adds
 This implementation computes the same result with bounded memory and about a ninth of the work:
 
 * correlation: a patch correlation is the sum over the ``k*k`` offsets of pixel-to-pixel dot products,
-  so one matrix product of content pixels with a band of style pixels, then shifted sums
-  (separable: ``k`` shifts along x, then ``k`` along y), gives every score of the band; the bands of
-  style rows are processed in turn with a running max/argmax.
+  so one matrix product of content pixels with a band of style pixels, then shifted sums, gives every
+  score of the band; the bands of style rows are processed in turn with a running max/argmax. In the
+  flat product buffer both shifts (one column: ``L + 1``, one row: ``W * L + Ws`` for a band of ``L``
+  style pixels) are constant offsets, so the sums are ``2k`` contiguous vector adds (3x faster than
+  strided 5-D views at 512 px); one fused multiply-add divides by the style patch norms and masks the
+  positions that start no patch. The matrix product is ~65 % of the time: 137 GFLOP at relu3_1 of two
+  512 px images, which no exact method on the pixel products avoids.
 * rebuild: gather the chosen raw style pixels for each of the ``k*k`` offsets and add them at the
   shifted position (what ``F.fold`` of the gathered patches does, without materialising the
   ``C*k*k x #patches`` tensor), then divide by the number of patches covering each pixel.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 24  # ~64 MB of float32 scores per chunk
+DEFAULT_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores (128 MB) per band, in each of two buffers
 
 
 def _patch_grid(size: int, patch_size: int, stride: int) -> int:
@@ -55,48 +59,75 @@ def style_patch_norms(style: torch.Tensor, patch_size: int, stride: int, eps: fl
     return squared.squeeze(1).clamp_min(0).sqrt().clamp_min(eps)
 
 
-def _shifted_sum(view_at, count: int) -> torch.Tensor:
-    """``view_at(0) + ... + view_at(count - 1)``, accumulated in place (one buffer, not count)."""
-    total = view_at(0).clone(memory_format=torch.contiguous_format)
-    for offset in range(1, count):
-        total += view_at(offset)
-    return total
+def _flat_shifted_sum(source: torch.Tensor, out: torch.Tensor, offset: int, count: int) -> None:
+    """``out[:, i] = source[:, i] + source[:, i + offset] + ... + source[:, i + (count - 1) * offset]`` on
+    ``B x N`` buffers; the last ``(count - 1) * offset`` entries, which would read past the end, are 0."""
+    n = source.shape[1] - (count - 1) * offset
+    head = out[:, :n]
+    if count == 1:
+        head.copy_(source[:, :n])
+    else:
+        torch.add(source[:, :n], source[:, offset: offset + n], out=head)
+    for step in range(2, count):
+        head += source[:, step * offset: step * offset + n]
+    out[:, n:] = 0
 
 
+@torch.no_grad()  # an argmax: no gradient flows through the search
 def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: int = 3, stride: int = 1,
                        chunk_size: int | None = None, eps: float = 1e-8) -> torch.Tensor:
     """Index (row-major in the style patch grid) of the best-matching style patch for every content
     patch, ``B x Hc' x Wc'``. ``chunk_size`` bounds the style patches scored at once (rounded to whole
-    rows of the style patch grid); by default a chunk holds about 16M scores."""
+    rows of the style patch grid); by default a chunk holds about 32M scores."""
     _check_inputs(content, style, patch_size, stride)
     batch, channels, height, width = content.shape
     k, s = patch_size, stride
+    style_height, style_width = style.shape[-2:]
     rows_c, cols_c = _patch_grid(height, k, s), _patch_grid(width, k, s)
-    rows_s, cols_s = _patch_grid(style.shape[-2], k, s), _patch_grid(style.shape[-1], k, s)
+    cols_s = _patch_grid(style_width, k, s)
+    dense_rows = style_height - k + 1  # patch rows at stride 1; a strided swap scores every s-th
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_ELEMENTS // (batch * height * width)
-    rows_per_chunk = max(1, chunk_size // cols_s)
+    rows_per_band = max(1, chunk_size // cols_s) * s
 
-    inverse_norms = style_patch_norms(style, k, s, eps).reciprocal()  # Bs x rows_s x cols_s
+    # Per style pixel (r, c) as a patch corner: 1/||patch|| where (r, c) starts a patch of the (strided)
+    # grid, else 0 with a -inf bias, so that one fused multiply-add both normalises and masks.
+    weight = style.new_zeros(style.shape[0], style_height, style_width)
+    bias = style.new_full(weight.shape, -float("inf"))
+    corners = (slice(None), slice(0, dense_rows, s), slice(0, style_width - k + 1, s))
+    weight[corners] = style_patch_norms(style, k, s, eps).reciprocal()
+    bias[corners] = 0
+    weight, bias = weight.flatten(1), bias.flatten(1)
+
     content_pixels = content.flatten(2).transpose(1, 2)  # B x HW x C
-    best_score = content.new_full((batch, rows_c * cols_c), -float("inf"))
-    best_index = torch.zeros(batch, rows_c * cols_c, dtype=torch.long, device=content.device)
-    for first in range(0, rows_s, rows_per_chunk):
-        rows = min(rows_per_chunk, rows_s - first)
-        band = style[:, :, first * s: (first + rows - 1) * s + k]  # the style pixel rows these patches use
-        # pixel[b, y, x, r, c] = <content[b, :, y, x], band[b, :, r, c]>
-        pixel = (content_pixels @ band.flatten(2)).view(batch, height, width, band.shape[-2], band.shape[-1])
-        # patch score = sum over offsets (dy, dx) of pixel[y*s+dy, x*s+dx, r*s+dy, c*s+dx]; separable.
-        along_x = _shifted_sum(lambda dx: pixel[:, :, _strided(dx, cols_c, s), :, _strided(dx, cols_s, s)], k)
-        del pixel
-        score = _shifted_sum(lambda dy: along_x[:, _strided(dy, rows_c, s), :, _strided(dy, rows, s)], k)
-        del along_x
-        score *= inverse_norms[:, None, None, first: first + rows]  # B x rows_c x cols_c x rows x cols_s
-        chunk_best, chunk_index = score.reshape(batch, rows_c * cols_c, rows * cols_s).max(-1)
-        better = chunk_best > best_score  # strict: ties keep the earlier (lower) index, like a plain argmax
-        best_score = torch.where(better, chunk_best, best_score)
-        best_index = torch.where(better, chunk_index + first * cols_s, best_index)
-    return best_index.view(batch, rows_c, cols_c)
+    best_score = content.new_full((batch, height * width), -float("inf"))
+    best_index = torch.zeros(batch, height * width, dtype=torch.long, device=content.device)
+    products = shifted = None
+    for first in range(0, dense_rows, rows_per_band):
+        rows = min(rows_per_band, dense_rows - first)
+        band = style[:, :, first: first + rows + k - 1].flatten(2)  # Bs x C x L: the pixel rows they use
+        length = band.shape[-1]
+        if products is None or products.shape[-1] != length:
+            products = content.new_empty(batch, height * width, length)
+            shifted = torch.empty_like(products)
+        # products[b, p, q] = <content pixel p, band pixel q>
+        torch.matmul(content_pixels, band, out=products)
+        # A patch score sums the products of k x k pixel pairs at the same offset. In the flat buffer,
+        # moving both pixels one column right is a shift by length + 1 and one row down a shift by
+        # width * length + style_width: two passes of k contiguous shifted sums give every score.
+        # (Pairs whose offset wraps around a row end land on positions no patch uses.)
+        _flat_shifted_sum(products.view(batch, -1), shifted.view(batch, -1), length + 1, k)
+        _flat_shifted_sum(shifted.view(batch, -1), products.view(batch, -1), width * length + style_width, k)
+        # Corners of this band's patches only: its last k - 1 pixel rows start the next band's patches.
+        corners_here = slice(first * style_width, (first + rows) * style_width)
+        scores = products[..., : rows * style_width]
+        torch.addcmul(bias[:, None, corners_here], scores, weight[:, None, corners_here], out=scores)
+        band_best, band_index = scores.max(-1)
+        better = band_best > best_score  # strict: ties keep the earlier (lower) index, like a plain argmax
+        best_score = torch.where(better, band_best, best_score)
+        row, column = band_index.div(style_width, rounding_mode="floor") + first, band_index % style_width
+        best_index = torch.where(better, (row // s) * cols_s + column // s, best_index)
+    return best_index.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c]
 
 
 def rebuild_from_patches(style: torch.Tensor, index: torch.Tensor, output_size: tuple[int, int],
