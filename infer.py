@@ -4,7 +4,8 @@ A thin Hydra entry (conf/infer.yaml) that dispatches on ``method`` to the librar
 ``feedforward`` -> ``nststyle.stylize`` (``ckpt=``: a shipped model, ``variational`` by default, or a
 checkpoint from train.py; modes stylize, mix, sample, interpolate); ``optimize`` -> ``nststyle.optimize``
 (no model: optimise the image with the style loss chosen by ``loss=`` from conf/loss/, e.g. ``loss=w2``
-or ``loss=swap``); ``mode=evaluate`` -> ``nststyle.evaluate`` (score systems on photo/painting pairs).
+or ``loss=swap``); ``mode=evaluate`` -> ``nststyle.evaluate`` (score systems on photo/painting pairs);
+``mode=serve`` -> ``nststyle.demo`` (the web demo on ``http://host:port``; pip install "nststyle[demo]").
 Errors a user can fix print one line and exit with status 1.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def feedforward(cfg: DictConfig) -> str:
         raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
     needs_content(cfg)
     swap_options = {key: cfg[key] for key in ("patch_size", "stride") if cfg.get(key) is not None}
-    stylizer = load_stylizer(cfg.ckpt, cfg.device, **swap_options)
+    stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, **swap_options)
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")
@@ -61,7 +62,7 @@ def feedforward(cfg: DictConfig) -> str:
                                   method=cfg.interpolation, preserve_color=cfg.preserve_color,
                                   style_size=cfg.style_size, **shared)
     else:
-        raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate, evaluate or export")
+        raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate, evaluate, export or serve")
     if written.failed:  # the other files are written; the run still reports failure
         print(written.summary(cfg.mode))
         sys.exit(1)
@@ -97,7 +98,7 @@ def evaluation(cfg: DictConfig) -> str:
         pairs = holdout_pairs(cfg.images)
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
     evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter,
-             sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size)
+             sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size, precision=cfg.precision)
     return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
             + Path(cfg.eval_dir, "summary.md").read_text())
 
@@ -111,8 +112,19 @@ def export(cfg: DictConfig) -> str:
     return f"export: wrote {', '.join(map(str, files))} (run with: python infer.py ckpt={files[0]} content=... style=...)"
 
 
+def serve(cfg: DictConfig) -> str:
+    try:  # gradio is an optional dependency that only the demo imports
+        from nststyle.demo import serve as serve_demo
+    except ImportError as error:
+        raise StylizeError(str(error)) from None
+    serve_demo(cfg.host, cfg.port, cfg.max_size)
+    return "serve: stopped"
+
+
 # method name -> function(cfg) -> one-line summary
 METHODS = {"feedforward": feedforward, "optimize": optimize}
+# modes beside stylising (no method dispatch) -> function(cfg) -> summary
+MODES = {"evaluate": evaluation, "export": export, "serve": serve}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
@@ -120,8 +132,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     try:
-        if cfg.mode in ("evaluate", "export"):
-            print((evaluation if cfg.mode == "evaluate" else export)(cfg))
+        if cfg.mode in MODES:
+            print(MODES[cfg.mode](cfg))
             return
         if cfg.method not in METHODS:
             raise StylizeError(f"unknown method {cfg.method!r}: choose from {', '.join(METHODS)}")

@@ -54,6 +54,9 @@ def register(kind: str):
     return add
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -89,14 +92,21 @@ def load_net_state(net: torch.nn.Module, state_dict: dict, prefix: str = "net.")
                            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:1]})")
 
 
-def load_stylizer(path: str | Path, device: str | torch.device | None = None, **options) -> "Stylizer":
+def load_stylizer(path: str | Path, device: str | torch.device | None = None, precision: str = "fp32",
+                  **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
-    ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride`` of the inverse
-    network's swap); an option the kind does not take is an error, never silently ignored."""
+    ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast; normalisations, the
+    style swap and the outputs stay float32). ``options`` go to that kind's ``from_checkpoint`` (e.g.
+    ``patch_size``/``stride`` of the inverse network's swap); an option the kind does not take is an
+    error, never silently ignored."""
+    if precision not in PRECISIONS:
+        raise StylizeError(f"unknown precision {precision!r}: {' or '.join(PRECISIONS)}")
     if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
         if not Path(path).is_file():
             raise StylizeError(f"exported model not found: {path}")
+        if precision != "fp32":
+            raise StylizeError(f"precision={precision} applies to checkpoints; an exported model runs as exported")
         return ExportedStylizer(path, **options)
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
@@ -110,6 +120,7 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, **
         raise StylizeError(f"{', '.join(unknown)} do(es) not apply to a {kind!r} checkpoint")
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
+    stylizer.precision = precision
     return stylizer
 
 
@@ -122,9 +133,14 @@ class Stylizer:
     # longer side at which the model reads style images when the caller names none (the scale it was
     # trained to read them at; a shipped model's card may set it); None: as given
     style_size: int | None = None
+    precision = "fp32"
 
     def __init__(self, device: torch.device):
         self.device = device
+
+    def autocast(self):
+        """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16``."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "Stylizer":
@@ -187,11 +203,13 @@ class VariationalStylizer(Stylizer):
     @torch.no_grad()
     def style_code(self, style: torch.Tensor) -> torch.Tensor:
         """Posterior mean of the style code: ``Bx3xHxW`` -> ``Bxstyle_dim``."""
-        return self.net.encode_style(style.to(self.device))[0]
+        with self.autocast():
+            return self.net.encode_style(style.to(self.device))[0].float()
 
     @torch.no_grad()
     def decode(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.net.decode(content.to(self.device), z.to(self.device))
+        with self.autocast():
+            return self.net.decode(content.to(self.device), z.to(self.device)).float()
 
     def stylize(self, content, style, alpha=1.0):
         return self.styler(style, alpha, content)(content)
@@ -259,7 +277,13 @@ class InverseStylizer(Stylizer):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images.to(self.device))[self.layer]
+        with self.autocast():
+            return self.encoder(images.to(self.device))[self.layer].float()
+
+    @torch.no_grad()
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.net(features).float()
 
     @torch.no_grad()
     def swap(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -272,11 +296,11 @@ class InverseStylizer(Stylizer):
 
     @torch.no_grad()
     def stylize(self, content, style, alpha=1.0):
-        return self.net(self.swap(content, style, alpha))
+        return self.decode(self.swap(content, style, alpha))
 
     def styler(self, style, alpha=1.0, content=None):
         style_features = self.encode(style)  # once, for every tile
-        return torch.no_grad()(lambda tile: self.net(self._swapped(self.encode(tile), style_features, alpha)))
+        return lambda tile: self.decode(self._swapped(self.encode(tile), style_features, alpha))
 
 
 class ExportedStylizer(Stylizer):
