@@ -293,3 +293,18 @@ def test_tiny_model_overfits_one_pair():
     first, last = history[0], sum(history[-5:]) / len(history[-5:])
     assert last <= 0.5 * first, f"loss {first:.4g} -> {last:.4g} after {len(history)} steps"
     assert time.perf_counter() - start < 120
+
+
+def test_train_only_updates_the_named_submodules_and_keeps_the_vgg_frozen():
+    module = VariationalStyleTransfer(net={**TINY, "style_encoder": "vgg", "style_vgg_weights": "random"},
+                                      vgg_weights="random", train_only=["style_encoder", "decoder.mapping"])
+    optimizer = torch.optim.Adam([p for p in module.net.parameters() if p.requires_grad], lr=1e-2)
+    before = {name: p.detach().clone() for name, p in module.net.named_parameters()}
+    module.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))["loss"].backward()
+    optimizer.step()
+    changed = {name for name, p in module.net.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith(("style_encoder.head.", "decoder.mapping.")) for name in changed)
+    assert any(name.startswith("decoder.mapping.") for name in changed)
+    assert not any(p.requires_grad for p in module.net.style_encoder.vgg.parameters())
+    with pytest.raises(ValueError, match="no submodule decoder.mapper"):
+        VariationalStyleTransfer(net=TINY, vgg_weights="random", train_only=["decoder.mapper"])

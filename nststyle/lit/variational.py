@@ -54,12 +54,28 @@ def lr_lambda(kind: str, total_steps: int, warmup_steps: int = 0, decay: float =
 def adam_with_schedule(module: pl.LightningModule) -> dict:
     """Adam on ``module.net`` (``hparams.optimizer``) with a per-step ``lr_lambda`` schedule
     (``hparams.scheduler``: ``kind`` plus its options), over ``trainer.max_steps`` when set."""
-    optimizer = torch.optim.Adam(module.net.parameters(), **module.hparams.optimizer)
+    trained = [parameter for parameter in module.net.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(trained, **module.hparams.optimizer)
     options = dict(module.hparams.scheduler)
     kind = options.pop("kind", "constant")
     total = module.trainer.max_steps if module.trainer and module.trainer.max_steps > 0 else 100_000
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, total, **options))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
+    """Freeze every parameter of ``net`` outside the named submodules (None: train them all)."""
+    if train_only is None:
+        return
+    names = dict(net.named_modules())
+    unknown = [name for name in train_only if name not in names]
+    if unknown:
+        raise ValueError(f"train_only: no submodule {', '.join(unknown)} in the network "
+                         f"(e.g. {', '.join(name for name in list(names)[1:6])})")
+    prefixes = tuple(f"{name}." for name in train_only)
+    for name, parameter in net.named_parameters():
+        if not name.startswith(prefixes):  # what is frozen already (the style encoder's VGG) stays so
+            parameter.requires_grad_(False)
 
 
 def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
@@ -87,6 +103,8 @@ class VariationalStyleTransfer(pl.LightningModule):
         optimizer: Adam keyword arguments (``lr``, ``betas``, ``weight_decay``).
         scheduler: ``{"kind": "inverse" | "cosine" | "constant", "warmup_steps", "decay", "min_factor"}``.
         prior_samples: prior draws shown in the image grids.
+        train_only: names of ``net`` submodules to train (e.g. ``[style_encoder, decoder.mapping]``: a new
+            style path for a trained decoder); the others are frozen. None: all of them.
     """
 
     model_kind = "variational"
@@ -96,7 +114,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  content_layer: str = CONTENT_LAYER, vgg_weights: str = "caffe", content_weight: float = 1.0,
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
-                 prior_samples: int = 3):
+                 prior_samples: int = 3, train_only: list[str] | None = None):
         super().__init__()
         net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
         if style_dim is not None:
@@ -110,8 +128,9 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "kl_weight": kl_weight, "kl_warmup_steps": kl_warmup_steps,
                                    "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
-                                   "prior_samples": prior_samples})
+                                   "prior_samples": prior_samples, "train_only": plain(train_only)})
         self.net = VariationalStyleNet(**net)
+        freeze_all_but(self.net, train_only)
         options = dict(loss)
         self.style_loss = style_loss(options.pop("kind"), style_layers, **options)
         self.content_loss = ContentLoss(content_layer)
