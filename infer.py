@@ -42,7 +42,7 @@ def feedforward(cfg: DictConfig) -> str:
         raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
     needs_content(cfg)
     swap_options = {key: cfg[key] for key in ("patch_size", "stride") if cfg.get(key) is not None}
-    stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, **swap_options)
+    stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, compile=cfg.compile, **swap_options)
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")

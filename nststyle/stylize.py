@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .features import VGGEncoder
 from .images import ImageError, list_images, load_image, match_color, resize_max, save_grid, save_image
@@ -93,11 +94,13 @@ def load_net_state(net: torch.nn.Module, state_dict: dict, prefix: str = "net.")
 
 
 def load_stylizer(path: str | Path, device: str | torch.device | None = None, precision: str = "fp32",
-                  **options) -> "Stylizer":
+                  compile: bool = False, **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
     ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast; normalisations, the
-    style swap and the outputs stay float32). ``options`` go to that kind's ``from_checkpoint`` (e.g.
+    style swap and the outputs stay float32). ``compile``: ``torch.compile`` the networks (a minute
+    on the first image and on each new size, then faster: for folders, the demo, video frames).
+    ``options`` go to that kind's ``from_checkpoint`` (e.g.
     ``patch_size``/``stride`` of the inverse network's swap); an option the kind does not take is an
     error, never silently ignored."""
     if precision not in PRECISIONS:
@@ -105,8 +108,8 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
         if not Path(path).is_file():
             raise StylizeError(f"exported model not found: {path}")
-        if precision != "fp32":
-            raise StylizeError(f"precision={precision} applies to checkpoints; an exported model runs as exported")
+        if precision != "fp32" or compile:
+            raise StylizeError("precision= and compile= apply to checkpoints; an exported model runs as exported")
         return ExportedStylizer(path, **options)
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
@@ -121,6 +124,9 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
     stylizer.precision = precision
+    if compile:
+        for network in stylizer.networks():
+            network.compile()
     return stylizer
 
 
@@ -137,6 +143,10 @@ class Stylizer:
 
     def __init__(self, device: torch.device):
         self.device = device
+
+    def networks(self) -> list[nn.Module]:
+        """The modules ``compile`` hands to ``torch.compile`` (each in place, its ``forward``)."""
+        return []
 
     def autocast(self):
         """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16``."""
@@ -199,6 +209,9 @@ class VariationalStylizer(Stylizer):
         net = VariationalStyleNet(**checkpoint["nststyle"]["net"])
         load_net_state(net, checkpoint["state_dict"])
         return cls(net, device)
+
+    def networks(self):
+        return [self.net.content_encoder, self.net.style_encoder, self.net.decoder]
 
     @torch.no_grad()
     def style_code(self, style: torch.Tensor) -> torch.Tensor:
@@ -274,6 +287,9 @@ class InverseStylizer(Stylizer):
         if trained_encoder:  # the exact encoder the decoder was trained to invert
             encoder.load_state_dict(trained_encoder)
         return cls(net, encoder, info["layer"], device, patch_size, stride)
+
+    def networks(self):
+        return [self.encoder, self.net]
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -189,3 +189,13 @@ def test_missing_content_is_an_image_error(ckpt, images, tmp_path):
     with pytest.raises(ImageError, match="image not found: /nonexistent.jpg"):
         run(f"ckpt={ckpt}", "content=/nonexistent.jpg", f"style={images['rocket']}", f"output={tmp_path / 'x.png'}")
     assert not list(tmp_path.iterdir())
+
+
+def test_compiled_networks_give_the_same_images(ckpt, images):
+    """compile=True hands the networks to torch.compile: same outputs (to float32 rounding of fused
+    kernels), and the modules are really wrapped."""
+    photo, painting = load_image(images["chelsea"])[None], load_image(images["rocket"])[None]
+    eager = load_stylizer(ckpt, "cpu")
+    compiled = load_stylizer(ckpt, "cpu", compile=True)
+    assert all(network._compiled_call_impl is not None for network in compiled.networks())
+    torch.testing.assert_close(compiled.stylize(photo, painting), eager.stylize(photo, painting), atol=1e-4, rtol=1e-4)

