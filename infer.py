@@ -117,7 +117,7 @@ def serve(cfg: DictConfig) -> str:
         from nststyle.demo import serve as serve_demo
     except ImportError as error:
         raise StylizeError(str(error)) from None
-    serve_demo(cfg.host, cfg.port, cfg.max_size)
+    serve_demo(cfg.host, cfg.port, cfg.max_size, cfg.device, cfg.precision)
     return "serve: stopped"
 
 

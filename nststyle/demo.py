@@ -57,10 +57,14 @@ COMPUTE_QUEUE = "stylise"
 USER_ERRORS = (ImageError, StylizeError, WeightsUnavailableError, FloatingPointError)
 
 
+# where and how the models run; serve() sets them from infer.py's device= / precision=
+RUNTIME = {"device": None, "precision": "fp32"}
+
+
 @functools.lru_cache(maxsize=None)
 def cached_stylizer(name: str) -> Stylizer:
     """A shipped model, loaded once per server (a few seconds each) and kept for every request."""
-    return load_stylizer(name)
+    return load_stylizer(name, RUNTIME["device"], RUNTIME["precision"])
 
 
 def shown_on_page(handler):
@@ -137,7 +141,7 @@ def feedforward_result(model: str, photo: str, paintings: list[str], strength: f
 
 def optimized_result(photo: str, paintings: list[str], loss: str, iterations: int, preserve_color: bool,
                      max_size: int, progress) -> torch.Tensor:
-    device = resolve_device(None)
+    device = resolve_device(RUNTIME["device"])
     content, style = (read_upload(path, max_size).to(device) for path in (photo, paintings[0]))
     if len(paintings) > 1:
         gr.Warning("optimisation takes one painting: it used the first")
@@ -277,8 +281,12 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
     return demo
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, max_size: int = 512) -> None:
-    """Serve the page until interrupted (Ctrl-C); one stylisation runs at a time (they share the CPU)."""
+def serve(host: str = "127.0.0.1", port: int = 7860, max_size: int = 512, device: str | None = None,
+          precision: str = "fp32") -> None:
+    """Serve the page until interrupted (Ctrl-C); one stylisation runs at a time (they share the CPU).
+    ``device`` (None: cuda when available) and ``precision`` (fp32, bf16) as for ``load_stylizer``."""
+    RUNTIME.update(device=device, precision=precision)
+    cached_stylizer.cache_clear()
     demo = build_demo(max_size).queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
                 footer_links=["api", "settings"])
@@ -290,10 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--max-size", type=int, default=512, help="default working size (longer side, px)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    serve(args.host, args.port, args.max_size)
+    serve(args.host, args.port, args.max_size, args.device, args.precision)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,9 @@ def test_python_m_nststyle_demo_passes_its_options_to_serve(monkeypatch):
     served = []
     monkeypatch.setattr(demo, "serve", lambda *args: served.append(args))
     demo.main(["--port", "7999", "--max-size", "256"])
-    assert served == [("127.0.0.1", 7999, 256)]  # loopback unless told otherwise
+    demo.main(["--port", "7999", "--device", "cpu", "--precision", "bf16"])
+    assert served == [("127.0.0.1", 7999, 256, None, "fp32"),  # loopback unless told otherwise
+                      ("127.0.0.1", 7999, 512, "cpu", "bf16")]
 
 
 # each entry point, run as python would run it from the command line

@@ -7,6 +7,7 @@ of the inverse network are skipped (its exact swap over 1M positions takes far l
 Writes a crop around a tile border of each tiled output next to the outputs, for the docs.
 
     python tests/benchmarks/bench_tiles.py [--size 4096] [--tile 1024] [--threads 2] [--out eval/tiles]
+                                           [--models variational inverse]
 """
 from __future__ import annotations
 
@@ -39,13 +40,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--style-size", type=int, default=512, help="longer side of the painting")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "tiles")
+    parser.add_argument("--models", nargs="+", default=["variational", "inverse"], choices=["variational", "inverse"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     photo = args.out / f"photo_{args.size}.jpg"
     Image.open(PHOTO).convert("RGB").resize((args.size, args.size), Image.Resampling.BICUBIC).save(photo, quality=95)
     common = [f"content={photo}", f"style={PAINTING}", "max_size=null", f"threads={args.threads}",
               f"style_size={args.style_size}"]
-    for model, tile in (("variational", "null"), ("variational", str(args.tile)), ("inverse", str(args.tile))):
+    runs = (("variational", "null"), ("variational", str(args.tile)), ("inverse", str(args.tile)))
+    for model, tile in (run for run in runs if run[0] in args.models):
         output = args.out / f"{model}_tile{tile}.png"
         seconds, peak = run([*common, f"ckpt={model}", f"tile={tile}", f"output={output}"])
         print(f"{model:12s} tile={tile:5s} {args.size}x{args.size}: {seconds:6.1f} s, peak RSS {peak:.2f} GB")
