@@ -138,6 +138,15 @@ def test_last_ckpt_holds_the_final_step_when_training_stops_between_periodic_sav
               "callbacks.model_checkpoint.every_n_train_steps=3")
     assert torch.load(tmp_path / "checkpoints" / "step0000003.ckpt", weights_only=True)["global_step"] == 3
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert not list((tmp_path / "checkpoints").glob("last-v*.ckpt"))  # one last.ckpt, not a second copy beside it
+
+
+def test_a_run_without_a_periodic_save_ends_with_one_last_ckpt(tmp_path, sample_dir):
+    # ModelCheckpoint writes last.ckpt at the end by itself when it saved nothing before; a second writer
+    # made it keep two copies (last.ckpt and last-v1.ckpt)
+    run_train(tmp_path, sample_dir, "logger=none", "trainer.max_steps=3", "data.train_batches_per_epoch=3")
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
 
 
 class CrashAtStep(pl.Callback):

@@ -122,8 +122,10 @@ class FinalCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         callback = trainer.checkpoint_callback
+        # Nothing saved yet: ModelCheckpoint.on_train_end writes last.ckpt itself, and a second writer
+        # would make it keep both as last.ckpt and last-v1.ckpt.
         if (trainer.fast_dev_run or callback is None or not callback.save_last or callback.dirpath is None
-                or trainer.global_step == self.saved_step):
+                or self.saved_step < 0 or trainer.global_step == self.saved_step):
             return
         trainer.save_checkpoint(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
 
