@@ -239,7 +239,10 @@ class Decoder(nn.Module):
         self.to_rgb = nn.Conv2d(widths[0], 3, 7, padding=3, padding_mode="reflect")
 
     def forward(self, content_features: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-        w = self.mapping(z)
+        return self.synthesize(content_features, self.mapping(z))
+
+    def synthesize(self, content_features: list[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+        """The image from the mapped code ``w`` (what every AdaIN layer reads), past the mapping network."""
         x = content_features[-1]
         for block in self.bottleneck:
             x = block(x, w)
