@@ -65,7 +65,8 @@ def holdout_pairs(images_dir: str | Path, holdout: str | Path | None = None) -> 
 
 def folder_pairs(content, style) -> list[Pair]:
     """Every photo x every painting of two files or folders."""
-    return [Pair(c, s) for c in list_images(content) for s in list_images(style)]
+    photos, paintings = list_images(content), list_images(style)  # each folder listed once
+    return [Pair(c, s) for c in photos for s in paintings]
 
 
 def tsv_pairs(path: str | Path) -> list[Pair]:
