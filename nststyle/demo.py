@@ -80,7 +80,7 @@ def shown_on_page(handler):
 
 def named(error: ImageError, path: str) -> str:
     """The error's message with the file named as the user knows it, not as gradio cached it
-    (``/tmp/gradio/<hash>/photo.jpg``)."""
+    (in its cache folder under a hashed name)."""
     return str(error).replace(str(path), Path(path).name)
 
 
