@@ -100,9 +100,8 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast; normalisations, the
     style swap and the outputs stay float32). ``compile``: ``torch.compile`` the networks (a minute
     on the first image and on each new size, then faster: for folders, the demo, video frames).
-    ``options`` go to that kind's ``from_checkpoint`` (e.g.
-    ``patch_size``/``stride`` of the inverse network's swap); an option the kind does not take is an
-    error, never silently ignored."""
+    ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride`` of the inverse
+    network's swap); an option the kind does not take is an error, never silently ignored."""
     if precision not in PRECISIONS:
         raise StylizeError(f"unknown precision {precision!r}: {' or '.join(PRECISIONS)}")
     if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
