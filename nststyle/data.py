@@ -219,6 +219,8 @@ def image_stream(urls: list[str], image_size: int, max_scale: float = 2.0, shuff
 class PairBatches(IterableDataset):
     """Endless ``(content, style)`` batches, each ``Bx3xSxS`` float in [0, 1]; use with
     ``DataLoader(PairBatches(...), batch_size=None, num_workers=N)`` (batches are made in the workers).
+    Paintings may be cropped at a size and scale of their own (``style_image_size``, ``style_max_scale``;
+    None: as the photos): larger crops give style targets that cover more of each painting.
 
     With a ``seed`` the stream is a function of (seed, batch index), whatever the number of restarts:
     it is cut into segments of ``segment`` batches, each read from a shard order and shuffle derived
@@ -230,18 +232,21 @@ class PairBatches(IterableDataset):
     def __init__(self, content_urls: list[str], style_urls: list[str], image_size: int = 256, batch_size: int = 8,
                  max_scale: float = 2.0, shuffle_buffer: int = 256, seed: int | None = None,
                  bad_samples: BadSampleCounter | None = None, ranks: tuple[int, int] | None = None,
-                 segment: int = 1000):
+                 segment: int = 1000, style_image_size: int | None = None, style_max_scale: float | None = None):
         super().__init__()
         if segment < 1:
             raise ValueError(f"segment must be >= 1 batch, got {segment}")
         self.bad_samples = bad_samples or BadSampleCounter("samples")
-        self.urls, self.image_size, self.batch_size = (content_urls, style_urls), image_size, batch_size
-        self.max_scale, self.shuffle_buffer, self.seed, self.ranks = max_scale, shuffle_buffer, seed, ranks
+        self.urls, self.batch_size = (content_urls, style_urls), batch_size
+        self.image_sizes = (image_size, style_image_size or image_size)
+        self.max_scales = (max_scale, style_max_scale or max_scale)
+        self.shuffle_buffer, self.seed, self.ranks = shuffle_buffer, seed, ranks
         self.segment, self.start = segment, 0
 
     def _batches(self, seeds: tuple, worker: tuple[int, int] | None):
-        content, style = (image_stream(urls, self.image_size, self.max_scale, self.shuffle_buffer, seed,
-                                       self.bad_samples, self.ranks, worker) for urls, seed in zip(self.urls, seeds))
+        content, style = (image_stream(urls, size, max_scale, self.shuffle_buffer, seed, self.bad_samples,
+                                       self.ranks, worker)
+                          for urls, size, max_scale, seed in zip(self.urls, self.image_sizes, self.max_scales, seeds))
         pairs = zip(iter(content), iter(style))
         while batch := list(islice(pairs, self.batch_size)):
             content, style = zip(*batch)

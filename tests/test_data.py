@@ -297,6 +297,19 @@ def test_datamodule_batches_and_fixed_validation(shard_pair, caplog):
     assert torch.equal(torch.cat([b[0] for b in val_batches]), val_content)
 
 
+def test_paintings_can_be_cropped_at_a_size_and_scale_of_their_own(shard_pair):
+    from nststyle.lit.datamodule import StyleTransferDataModule
+
+    module = StyleTransferDataModule(*shard_pair, image_size=32, batch_size=3, num_workers=0, val_pairs=2,
+                                     train_batches_per_epoch=3, shuffle_buffer=4, style_image_size=56,
+                                     style_max_scale=1.0)
+    module.setup("fit")
+    for content_batch, style_batch in module.train_dataloader():
+        assert content_batch.shape == (3, 3, 32, 32) and style_batch.shape == (3, 3, 56, 56)
+    val_content, val_style = module.val_images
+    assert val_content.shape == (2, 3, 32, 32) and val_style.shape == (2, 3, 56, 56)
+
+
 def test_datamodule_with_workers_in_a_lightning_fit(shard_pair):
     import lightning as L
 

@@ -124,6 +124,12 @@ def test_vgg_style_encoder_trains_and_its_checkpoint_stylizes(tmp_path, sample_d
     assert output.shape == content.shape and torch.isfinite(output).all()
 
 
+def test_paintings_cropped_larger_than_the_photos_train_the_variational_model(tmp_path, sample_dir):
+    _, metrics = run_train(tmp_path, sample_dir, "model.net.style_encoder=vgg", "data.style_image_size=48",
+                           "logger=none", "trainer.max_steps=2", "data.train_batches_per_epoch=2")
+    assert all(torch.isfinite(torch.tensor(metrics[name])) for name in ("train/loss", "val/loss", "val/eval_style"))
+
+
 def test_resume_from_last_ckpt(tmp_path, sample_dir):
     run_train(tmp_path / "a", sample_dir, "logger=none", "trainer.max_steps=2", "data.train_batches_per_epoch=2")
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"

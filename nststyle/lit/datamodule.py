@@ -20,7 +20,8 @@ class StyleTransferDataModule(L.LightningDataModule):
     ``content_shards`` / ``style_shards``: brace patterns or globs of WebDataset tar shards, e.g.
     ``data/sample/content-{000000..000007}.tar``. Training: endless shuffled streams, each DDP rank and
     loader worker reading its own shards; an epoch is ``train_batches_per_epoch`` batches of the
-    stream. Validation: the first ``val_pairs`` images of the (sorted) validation shards, centre-cropped,
+    stream. ``style_image_size`` / ``style_max_scale`` crop the paintings at a size and scale of their own
+    (None: ``image_size`` / ``max_scale``). Validation: the first ``val_pairs`` images of the (sorted) validation shards, centre-cropped,
     the same every run (``val_*_shards`` default to the training shards).
 
     Shards can be made on the fly in ``prepare_data``: ``sample_dir`` builds the embedded sample set
@@ -37,7 +38,8 @@ class StyleTransferDataModule(L.LightningDataModule):
                  val_content_shards: str | None = None, val_style_shards: str | None = None,
                  sample_dir: str | None = None, content_dir: str | None = None, style_dir: str | None = None,
                  cache_dir: str = "data/cache", shard_size: int = 512, shard_workers: int | None = None,
-                 images_dir: str | None = None, holdout: str | None = None):
+                 images_dir: str | None = None, holdout: str | None = None, style_image_size: int | None = None,
+                 style_max_scale: float | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.content_shards = content_shards or self._default_pattern("content", content_dir)
@@ -128,13 +130,15 @@ class StyleTransferDataModule(L.LightningDataModule):
             ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else None
             self._pairs = PairBatches(content, style, hp.image_size, hp.batch_size, hp.max_scale,
                                       hp.shuffle_buffer, hp.seed, bad_samples=self.bad_samples, ranks=ranks,
-                                      segment=hp.train_batches_per_epoch)
+                                      segment=hp.train_batches_per_epoch, style_image_size=hp.style_image_size,
+                                      style_max_scale=hp.style_max_scale)
             self._pairs.start = self._resume_batches
         if self._val is None:
             val_content = expand_shards(hp.val_content_shards) if hp.val_content_shards else content
             val_style = expand_shards(hp.val_style_shards) if hp.val_style_shards else style
             self._val = (fixed_images(val_content, hp.val_pairs, hp.image_size, self.bad_samples),
-                         fixed_images(val_style, hp.val_pairs, hp.image_size, self.bad_samples))
+                         fixed_images(val_style, hp.val_pairs, hp.style_image_size or hp.image_size,
+                                      self.bad_samples))
 
     def train_dataloader(self) -> Epochs:
         if self._train is None:

@@ -97,6 +97,10 @@ class InverseNetwork(pl.LightningModule):
         if max(hp.n_photos, hp.n_paintings) > batch:
             raise ValueError(f"the minibatch mix wants {hp.n_photos} photos and {hp.n_paintings} paintings, "
                              f"the data batch holds {batch} (raise data.batch_size)")
+        if photos.shape[-2:] != paintings.shape[-2:]:
+            raise ValueError(f"the inverse network decodes photo and painting crops in one batch, so they need one "
+                             f"size (got {tuple(photos.shape[-2:])} and {tuple(paintings.shape[-2:])}): "
+                             f"leave data.style_image_size unset")
         photo_features, painting_features = self.encode(photos), self.encode(paintings)
         photo_index, painting_index = swap_pairs(batch, hp.n_swapped)
         parts = [photo_features[:hp.n_photos], painting_features[:hp.n_paintings]]

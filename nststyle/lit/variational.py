@@ -147,10 +147,15 @@ class VariationalStyleTransfer(pl.LightningModule):
     def losses(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
         """All loss terms for a batch of (content, style) pairs; one VGG pass for both targets."""
         with torch.no_grad():
-            # Targets of content and style images in one batched pass, computed once per step.
-            targets = self.vgg(torch.cat([content, style]))
-            style_features = {k: v[len(content):] for k, v in targets.items()}
-            self.content_loss.set_target({k: v[: len(content)] for k, v in targets.items()})
+            # Targets of content and style images, computed once per step (one batched pass when the
+            # paintings are cropped at the photos' size).
+            if content.shape == style.shape:
+                targets = self.vgg(torch.cat([content, style]))
+                content_features = {k: v[: len(content)] for k, v in targets.items()}
+                style_features = {k: v[len(content):] for k, v in targets.items()}
+            else:
+                content_features, style_features = self.vgg(content), self.vgg(style)
+            self.content_loss.set_target(content_features)
             self.style_loss.set_target(style_features)
         shared_vgg = self.hparams.net.get("style_vgg_weights") == self.hparams.vgg_weights
         output, mu, logvar = self.net(content, style, style_features if shared_vgg else None)
