@@ -100,6 +100,12 @@ def test_swapped_activations_are_style_swap_of_their_pair():
         assert not torch.allclose(swapped, photo_features[p])
 
 
+def test_paintings_of_another_size_than_the_photos_are_refused_with_the_option_to_unset():
+    module = tiny_module(n_photos=2, n_paintings=1, n_swapped=2)
+    with pytest.raises(ValueError, match="data.style_image_size"):
+        module.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 48, 48))
+
+
 def test_ablation_mix_has_no_swapped_activations():
     module = tiny_module(n_photos=2, n_paintings=2, n_swapped=0)
     terms = module.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
