@@ -18,8 +18,10 @@ import atexit
 import functools
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -281,12 +283,20 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
     return demo
 
 
+def stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(host: str = "127.0.0.1", port: int = 7860, max_size: int = 512, device: str | None = None,
           precision: str = "fp32") -> None:
     """Serve the page until interrupted (Ctrl-C); one stylisation runs at a time (they share the CPU).
     ``device`` (None: cuda when available) and ``precision`` (fp32, bf16) as for ``load_stylizer``."""
     RUNTIME.update(device=device, precision=precision)
     cached_stylizer.cache_clear()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a container stop) ends the server as Ctrl-C does, so that the exit handlers run
+        # and remove the temporary example folder
+        signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     demo = build_demo(max_size).queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
                 footer_links=["api", "settings"])

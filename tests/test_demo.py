@@ -204,17 +204,36 @@ def screenshot_path() -> Path | None:
 PAGE_SIZE = 448 if screenshot_path() else 128
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``python infer.py mode=serve`` on a free loopback port, one thread; its URL."""
-    port, log = free_port(), tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
+def start_server(folder: Path, **env) -> tuple[subprocess.Popen, str]:
+    """``python infer.py mode=serve`` on a free loopback port, one thread, its output in ``folder``;
+    (the process, its URL) once it answers."""
+    port, log = free_port(), folder / "server.log"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", **env)
     command = [sys.executable, "infer.py", "mode=serve", f"port={port}", f"max_size={PAGE_SIZE}", "threads=1"]
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_served(url, process, log)
+    except BaseException:
+        process.kill()
+        raise
+    return process, url
+
+
+def test_sigterm_stops_the_server_and_removes_its_temporary_files(tmp_path):
+    process, _ = start_server(tmp_path, TMPDIR=str(tmp_path))
+    assert list(tmp_path.glob("nststyle-demo-*/*.png"))  # the examples' images
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert not list(tmp_path.glob("nststyle-demo-*")), (tmp_path / "server.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The demo server for the browser tests; its URL."""
+    process, url = start_server(tmp_path_factory.mktemp("server"))
+    try:
         yield url
     finally:
         process.send_signal(signal.SIGINT)  # gradio closes cleanly on Ctrl-C
