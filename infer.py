@@ -106,10 +106,14 @@ def evaluation(cfg: DictConfig) -> str:
 def export(cfg: DictConfig) -> str:
     if cfg.export_format not in EXPORTERS:
         raise StylizeError(f"unknown export_format {cfg.export_format!r}: {', '.join(EXPORTERS)}")
+    options = {"quantize": cfg.quantize} if cfg.quantize else {}
+    if options and cfg.export_format != "onnx":
+        raise StylizeError(f"quantize={cfg.quantize} applies to export_format=onnx")
     stylizer = load_stylizer(cfg.ckpt, "cpu")
     name = Path(str(cfg.ckpt)).stem
-    files = EXPORTERS[cfg.export_format](stylizer, cfg.export_dir, name)
-    return f"export: wrote {', '.join(map(str, files))} (run with: python infer.py ckpt={files[0]} content=... style=...)"
+    files = EXPORTERS[cfg.export_format](stylizer, cfg.export_dir, name, **options)
+    run = files[-1] if options else files[0]  # the quantised graph comes last
+    return f"export: wrote {', '.join(map(str, files))} (run with: python infer.py ckpt={run} content=... style=...)"
 
 
 def serve(cfg: DictConfig) -> str:

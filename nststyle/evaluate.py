@@ -163,7 +163,7 @@ def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "
 
 
 def parse_system(system: str) -> tuple[str, str]:
-    """``label=spec`` or ``spec`` -> (label, spec); the label of a checkpoint path is its file name without
+    """``label=spec`` or ``spec`` -> (label, spec); the label of a checkpoint or exported file is its name without
     suffix, that of ``folder:<dir>`` the folder's name."""
     label, separator, spec = str(system).partition("=")
     if separator:
@@ -171,7 +171,7 @@ def parse_system(system: str) -> tuple[str, str]:
     spec = label
     if spec.startswith("folder:"):
         return Path(spec.split(":", 1)[1]).name, spec
-    return (Path(spec).stem if spec.endswith((".ckpt", ".pt")) else spec.replace(":", "_")), spec
+    return (Path(spec).stem if spec.endswith((".ckpt", ".pt", ".onnx", ".ts")) else spec.replace(":", "_")), spec
 
 
 # ----------------------------------------------------------------------------- the run

@@ -21,6 +21,7 @@ This module imports neither Lightning nor Hydra.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
 import warnings
@@ -56,6 +57,9 @@ def register(kind: str):
 
 
 PRECISIONS = ("fp32", "bf16")
+# the key under which an exported file (nststyle.export) records the model's card as JSON: ONNX metadata, a
+# TorchScript extra file (e.g. {"style_size": 192})
+METADATA_KEY = "nststyle"
 
 
 def default_device() -> torch.device:
@@ -330,11 +334,13 @@ class ExportedStylizer(Stylizer):
         load = self._onnx_runner() if path.suffix == ".onnx" else _torchscript_runner
         self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
         if path.stem.endswith("_encoder"):
-            self.encoder = load(path)
-            self.decoder = load(path.with_name(path.name.replace("_encoder", "_decoder")))
+            self.encoder, metadata = load(path)
+            self.decoder, _ = load(path.with_name(path.name.replace("_encoder", "_decoder")))
             self.graph = None
         else:
-            self.graph = load(path)
+            self.graph, metadata = load(path)
+        # the scale the model reads paintings at, as its checkpoint said (files exported before it was recorded: None)
+        self.style_size = metadata.get("style_size")
 
     @staticmethod
     def _onnx_runner():
@@ -347,7 +353,9 @@ class ExportedStylizer(Stylizer):
 
         def load(file: Path):
             session = onnxruntime.InferenceSession(str(file), options)
-            return lambda **inputs: torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0])
+            metadata = json.loads(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
+            return (lambda **inputs: torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]),
+                    metadata)
         return load
 
     def stylize(self, content, style, alpha=1.0):
@@ -360,14 +368,15 @@ class ExportedStylizer(Stylizer):
 
 
 def _torchscript_runner(file: Path):
+    extra = {METADATA_KEY: ""}
     with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; the file still runs
         warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(file), map_location="cpu").eval()
+        module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra).eval()
 
     @torch.no_grad()
     def run(**inputs):
         return module(*inputs.values())
-    return run
+    return run, json.loads(extra[METADATA_KEY] or "{}")
 
 
 # -- drivers: files in, files out (what infer.py calls) ----------------------------------------------

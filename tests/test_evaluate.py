@@ -148,6 +148,7 @@ def test_pairs_sources_and_labels(folders, tmp_path):
     assert tsv_pairs(tsv) == [Pair(folders / "photos" / "chelsea.png", folders / "paintings" / "rocket.png")]
     assert parse_system("new=logs/x/last.ckpt") == ("new", "logs/x/last.ckpt")
     assert parse_system("logs/x/step0000100.ckpt") == ("step0000100", "logs/x/step0000100.ckpt")
+    assert parse_system("exported/variational_int8.onnx") == ("variational_int8", "exported/variational_int8.onnx")
     assert parse_system("optimize:w2") == ("optimize_w2", "optimize:w2")
     assert parse_system("folder:out/magenta") == ("magenta", "folder:out/magenta")
     with pytest.raises(EvaluationError, match="share a label"):

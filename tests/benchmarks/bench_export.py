@@ -7,6 +7,7 @@ Contenders per size (longer side of the photo; the painting at the same size):
 - ``magenta``: ``StyleTransfer.stylize_with`` (its transform network works at 384 px inside and resizes the
   result to the photo's size; its style network at 256 x 256);
 - ``onnx``: our model exported by ``infer.py mode=export`` (one graph, content + style -> image), onnxruntime;
+- ``onnx_int8``: the same with ``quantize=int8`` (``<name>_int8.onnx``: the style path's VGG-19 in int8);
 - ``pytorch``: the same model in PyTorch (inference mode, float32);
 - ``pytorch_bf16``: the same with ``precision="bf16"`` (bfloat16 autocast; pays on CPUs with AVX512-BF16);
 - with ``--compile``, ``bf16_compiled``: that with ``compile=True`` (torch.compile; compiled at the warm-up).
@@ -46,9 +47,10 @@ def main() -> None:
     model = load_stylizer(args.model, "cpu")
     model_bf16 = load_stylizer(args.model, "cpu", precision="bf16")
     compiled = load_stylizer(args.model, "cpu", precision="bf16", compile=True) if args.compile else None
-    ours = ["onnx", "pytorch", "pytorch_bf16"] + (["bf16_compiled"] if compiled else [])
+    ours = ["onnx", "onnx_int8", "pytorch", "pytorch_bf16"] + (["bf16_compiled"] if compiled else [])
     with tempfile.TemporaryDirectory() as folder:
-        exported = load_stylizer(export_onnx(model, folder, "model")[0])
+        files = export_onnx(model, folder, "model", quantize="int8")
+        exported, exported_int8 = load_stylizer(files[0]), load_stylizer(files[-1])
         photo = torch.from_numpy(skdata.astronaut().copy()).permute(2, 0, 1).float().div(255)
         painting = torch.from_numpy(np.asarray(style_images(4)[3][1].convert("RGB")).copy())
         painting = painting.permute(2, 0, 1).float().div(255)
@@ -64,6 +66,7 @@ def main() -> None:
             contenders = {
                 "magenta": lambda: magenta.stylize_with(content_pil, style_pil, max_size=size),
                 "onnx": lambda: exported.stylize(content, style),
+                "onnx_int8": lambda: exported_int8.stylize(content, style),
                 "pytorch": lambda: model.stylize(content, style),
                 "pytorch_bf16": lambda: model_bf16.stylize(content, style),
             }
