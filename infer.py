@@ -41,8 +41,9 @@ def feedforward(cfg: DictConfig) -> str:
     if not cfg.ckpt:
         raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
     needs_content(cfg)
-    swap_options = {key: cfg[key] for key in ("patch_size", "stride") if cfg.get(key) is not None}
-    stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, compile=cfg.compile, **swap_options)
+    swap_options = {key: cfg[key] for key in ("patch_size", "stride", "swap_mode") if cfg.get(key) is not None}
+    stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, compile=cfg.compile,
+                             colour_shift=cfg.colour_shift, **swap_options)
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")
@@ -98,7 +99,8 @@ def evaluation(cfg: DictConfig) -> str:
         pairs = holdout_pairs(cfg.images)
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
     evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter,
-             sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size, precision=cfg.precision)
+             sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size, precision=cfg.precision,
+             colour_shift=cfg.colour_shift)
     return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
             + Path(cfg.eval_dir, "summary.md").read_text())
 

@@ -116,13 +116,14 @@ def painting_weights(count: int, mix: float) -> list[float]:
 
 
 def variational_result(stylizer: Stylizer, content, styles, strength: float, mix: float) -> torch.Tensor:
-    """The weighted mixture of the paintings' style codes. Strength < 1 adds the photo's own code with
-    weight ``1 - strength``: the same move towards the photo's style as ``stylize(alpha=strength)``."""
+    """The weighted mixture of the paintings' style codes, with the model's colour shift. Strength < 1 adds
+    the photo's own code with weight ``1 - strength``: for one painting, what ``stylize_large(alpha=strength)``
+    does."""
     weights = painting_weights(len(styles), mix)
     weights = [strength * weight / sum(weights) for weight in weights]
     if strength < 1:
         styles, weights = [*styles, content], [*weights, 1 - strength]
-    return stylizer.mix(content, styles, weights)
+    return stylizer.shift_colour(stylizer.mix(content, styles, weights), styles, weights)
 
 
 def feedforward_result(model: str, photo: str, paintings: list[str], strength: float, mix: float,
@@ -138,7 +139,7 @@ def feedforward_result(model: str, photo: str, paintings: list[str], strength: f
         return variational_result(stylizer, content, styles, strength, mix)
     if len(styles) > 1:
         gr.Warning(f"the {model} model takes one painting: it used the first")
-    return stylizer.stylize(content, styles[0], alpha=strength)
+    return stylizer.stylize_large(content, styles[0], alpha=strength, tile=None)
 
 
 def optimized_result(photo: str, paintings: list[str], loss: str, iterations: int, preserve_color: bool,

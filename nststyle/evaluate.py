@@ -138,16 +138,17 @@ class ModelSystem:
     """A shipped model or checkpoint; paintings are read at the model's own ``style_size`` when it has one
     (unless the evaluation's ``style_size`` sets one for every system)."""
 
-    def __init__(self, spec: str, device, precision: str = "fp32"):
-        self.stylizer = load_stylizer(spec, device, precision)
+    def __init__(self, spec: str, device, precision: str = "fp32", colour_shift: float | None = None):
+        self.stylizer = load_stylizer(spec, device, precision, colour_shift=colour_shift)
 
     def __call__(self, content, style, pair) -> torch.Tensor:
         if self.stylizer.style_size:
             style = resize_max(style, self.stylizer.style_size)
-        return self.stylizer.stylize(content, style)
+        return self.stylizer.stylize_large(content, style, tile=None)
 
 
-def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "fp32"):
+def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "fp32",
+                 colour_shift: float | None = None):
     """``spec`` (without label) -> ``callable(content, style, pair) -> 1x3xHxW image``."""
     if spec == "photo":
         return lambda content, style, pair: content
@@ -159,7 +160,7 @@ def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "
         return OptimizeSystem(spec.split(":", 1)[1], max_iter, device)
     if spec.startswith("folder:"):
         return FolderSystem(spec.split(":", 1)[1])
-    return ModelSystem(spec, device, precision)
+    return ModelSystem(spec, device, precision, colour_shift)
 
 
 def parse_system(system: str) -> tuple[str, str]:
@@ -178,7 +179,8 @@ def parse_system(system: str) -> tuple[str, str]:
 
 def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: int = 384, device=None,
              max_iter: int = 300, sheet_size: int = 160, sheet_inputs: bool = True, vgg_weights: str = "caffe",
-             style_size: int | None = None, progress: bool = True, precision: str = "fp32") -> list[dict]:
+             style_size: int | None = None, progress: bool = True, precision: str = "fp32",
+             colour_shift: float | None = None) -> list[dict]:
     """Stylise every pair with every system, score it and write ``out_dir``: ``results.csv`` (a row per
     system and pair), ``summary.md`` (means per system), ``<label>/<pair>.png`` and ``<label>_sheet.jpg``
     (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
@@ -203,7 +205,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     painting_targets = {path: metrics.painting_target(image) for path, image in styles.items()}
     rows, summary = [], []
     for label, spec in labelled:
-        system = build_system(spec, device, max_iter, precision)
+        system = build_system(spec, device, max_iter, precision, colour_shift)
         outputs, failures = {}, []
         for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):
             content, style = contents[pair.content].to(device), style_inputs[pair.style].to(device)

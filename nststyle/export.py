@@ -11,8 +11,9 @@ the style swap between them (``nststyle.swap.style_swap``, or any exact swap) be
 count depends on the style image. ``nststyle.stylize.ExportedStylizer`` runs either with onnxruntime, so
 ``infer.py ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
 (onnxscript, onnxruntime). ``export_format=torchscript`` writes the same graphs as ``.ts`` files
-(``torch.jit.trace``), which need torch alone. Each file records the model's ``style_size`` (ONNX metadata,
-a TorchScript extra file), so the exported model reads paintings at the scale the checkpoint does.
+(``torch.jit.trace``), which need torch alone. Each file records the model's ``style_size`` and
+``colour_shift`` (ONNX metadata, a TorchScript extra file), so the exported model reads paintings at the
+scale the checkpoint does and ``ExportedStylizer`` shifts the result's colours as it does.
 
 ``quantize="int8"`` (``infer.py mode=export quantize=int8``, variational model, ONNX) also writes
 ``<name>_int8.onnx``: onnxruntime's static quantisation (QDQ, per-channel int8 weights, uint8 activations,
@@ -79,9 +80,10 @@ def _size(name: str, multiple: int) -> torch.export.Dim:
     return multiple * torch.export.Dim(name, min=2, max=8192 // multiple)
 
 
-def _metadata(stylizer: Stylizer) -> dict[str, int]:
-    """What an exported file records about the model (``ExportedStylizer`` reads it back)."""
-    return {"style_size": stylizer.style_size} if stylizer.style_size else {}
+def _metadata(stylizer: Stylizer) -> dict[str, float]:
+    """What an exported file records about the model's card (``ExportedStylizer`` reads it back)."""
+    card = {"style_size": stylizer.style_size, "colour_shift": stylizer.colour_shift}
+    return {key: value for key, value in card.items() if value}
 
 
 def _export(module: nn.Module, inputs: tuple, names: list[str], dynamic: dict, path: Path,

@@ -118,6 +118,18 @@ def list_images(path: str | Path) -> list[Path]:
     return [path]
 
 
+def mean_colour(image: torch.Tensor) -> torch.Tensor:
+    """``Bx3xHxW`` -> ``Bx3x1x1``: the mean RGB."""
+    return image.mean((-2, -1), keepdim=True)
+
+
+def shift_mean_colour(image: torch.Tensor, target: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """``image`` (``Bx3xHxW``) moved by ``strength`` x (``target`` - its mean RGB), clamped to [0, 1]; ``target``
+    is a mean RGB (``Bx3x1x1``, e.g. ``mean_colour(painting)``): a stylised image given the centre of its
+    painting's palette."""
+    return (image + strength * (target - mean_colour(image))).clamp(0, 1)
+
+
 def match_color(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Give ``source`` (``...x3xHxW``) the colour mean and covariance of ``target`` (Gatys' colour
     preservation by linear colour transfer): x -> mu_t + C_t^1/2 C_s^-1/2 (x - mu_s)."""

@@ -32,11 +32,12 @@ import torch
 from torch import nn
 
 from .features import VGGEncoder
-from .images import ImageError, list_images, load_image, match_color, resize_max, save_grid, save_image
+from .images import (ImageError, list_images, load_image, match_color, mean_colour, resize_max, save_grid,
+                     save_image, shift_mean_colour)
 from .models.inverse import InverseNet
 from .models.variational import VariationalStyleNet
 from .pretrained import FROZEN_PREFIXES, Pretrained, resolve
-from .swap import style_swap
+from .swap import SWAP_MODES, style_swap
 from .tiling import stylize_tiled
 
 
@@ -97,15 +98,25 @@ def load_net_state(net: torch.nn.Module, state_dict: dict, prefix: str = "net.")
                            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:1]})")
 
 
+def check_swap_mode(swap_mode: str | None) -> str:
+    """The inverse network's style-swap mode, ``exact`` when None; anything else than ``SWAP_MODES`` is refused."""
+    swap_mode = "exact" if swap_mode is None else str(swap_mode)
+    if swap_mode not in SWAP_MODES:
+        raise StylizeError(f"unknown swap_mode {swap_mode!r}: {' or '.join(SWAP_MODES)}")
+    return swap_mode
+
+
 def load_stylizer(path: str | Path, device: str | torch.device | None = None, precision: str = "fp32",
-                  compile: bool = False, **options) -> "Stylizer":
+                  compile: bool = False, colour_shift: float | None = None, **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
     ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast; normalisations, the
     style swap and the outputs stay float32). ``compile``: ``torch.compile`` the networks (a minute
     on the first image and on each new size, then faster: for folders, the demo, video frames).
-    ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride`` of the inverse
-    network's swap); an option the kind does not take is an error, never silently ignored."""
+    ``colour_shift``: how far ``stylize_large`` moves a result's mean colour to its painting's (0: not at
+    all, 1: onto it); None: what the model's card says (``nststyle.colour_shift``; 0 when it says nothing).
+    ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride``/``swap_mode`` of the
+    inverse network's swap); an option the kind does not take is an error, never silently ignored."""
     if precision not in PRECISIONS:
         raise StylizeError(f"unknown precision {precision!r}: {' or '.join(PRECISIONS)}")
     if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
@@ -113,7 +124,10 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
             raise StylizeError(f"exported model not found: {path}")
         if precision != "fp32" or compile:
             raise StylizeError("precision= and compile= apply to checkpoints; an exported model runs as exported")
-        return ExportedStylizer(path, **options)
+        stylizer = ExportedStylizer(path, **options)
+        if colour_shift is not None:
+            stylizer.colour_shift = float(colour_shift)
+        return stylizer
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
     path = resolve(path)
@@ -127,6 +141,8 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
     stylizer.precision = precision
+    stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0) if colour_shift is None
+                                  else colour_shift)
     if compile:
         for network in stylizer.networks():
             network.compile()
@@ -143,6 +159,8 @@ class Stylizer:
     # trained to read them at; a shipped model's card may set it); None: as given
     style_size: int | None = None
     precision = "fp32"
+    # how far stylize_large moves a result's mean colour to its painting's (0-1; a model's card may set it)
+    colour_shift = 0.0
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -171,10 +189,23 @@ class Stylizer:
     def stylize_large(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0,
                       tile: int | None = 1024, overlap: int = 128, progress: bool = True) -> torch.Tensor:
         """``stylize`` for one image of any size: in overlapping, blended tiles (``nststyle.tiling``) when
-        its longer side exceeds ``tile`` (None: never), which bounds the memory a pass needs."""
+        its longer side exceeds ``tile`` (None: never), which bounds the memory a pass needs. Then the
+        result's mean colour moves ``colour_shift`` of the way to the painting's (``alpha`` < 1: to the blend of
+        the painting's and the photo's, as the style), over the whole image at once, so tiles get one shift.
+        What the applications call (infer.py, the evaluation, the demo)."""
         if tile is None or max(content.shape[-2:]) <= tile:
-            return self.stylize(content, style, alpha)
-        return stylize_tiled(self.styler(style, alpha, content), content, tile, overlap, self.multiple, progress)
+            output = self.stylize(content, style, alpha)
+        else:
+            output = stylize_tiled(self.styler(style, alpha, content), content, tile, overlap, self.multiple, progress)
+        return self.shift_colour(output, [style, content], [alpha, 1 - alpha])
+
+    def shift_colour(self, output: torch.Tensor, styles: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+        """``output`` with its mean colour moved ``colour_shift`` of the way to the weighted mean colour of
+        ``styles`` (the images whose style it has, e.g. the paintings of a mix)."""
+        if not self.colour_shift:
+            return output
+        target = sum(w * mean_colour(s.to(output.device)) for s, w in zip(styles, weights)) / sum(weights)
+        return shift_mean_colour(output, target, self.colour_shift)
 
     def _unsupported(self, mode: str):
         raise StylizeError(f"mode={mode} needs a model with a style latent space; this checkpoint is a {self.kind!r} model")
@@ -262,21 +293,24 @@ class InverseStylizer(Stylizer):
     """Chen & Schmidt's inverse network: VGG-19 -> relu3_1 -> style swap -> Phi^-1, one pass.
 
     ``patch_size`` / ``stride`` of the swap default to the training values stored in the checkpoint;
-    ``alpha`` blends the swapped activations with the content's own (``alpha * swap + (1 - alpha) * content``).
+    ``swap_mode`` is ``exact`` or ``approximate`` (``nststyle.swap.style_swap``: at 512 px about 4x faster,
+    the exact style patch at ~98 % of the positions); ``alpha`` blends the swapped activations with the content's own (``alpha * swap + (1 - alpha) * content``).
     """
 
     multiple = 4  # relu3_1 is 1/4 of the image: H, W multiples of 4 come back at the same size
 
     def __init__(self, net: InverseNet, encoder: VGGEncoder, layer: str, device: torch.device,
-                 patch_size: int = 3, stride: int = 1):
+                 patch_size: int = 3, stride: int = 1, swap_mode: str = "exact"):
         super().__init__(device)
         self.net, self.encoder = net.to(device).eval(), encoder.to(device).eval()
-        self.layer, self.patch_size, self.stride = layer, patch_size, stride
+        self.layer, self.patch_size, self.stride, self.swap_mode = layer, patch_size, stride, swap_mode
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, device: torch.device, patch_size: int | None = None,
-                        stride: int | None = None) -> "InverseStylizer":
-        """``patch_size``/``stride`` of the swap at inference (None: the values the network was trained with)."""
+                        stride: int | None = None, swap_mode: str | None = None) -> "InverseStylizer":
+        """``patch_size``/``stride`` of the swap at inference (None: the values the network was trained with);
+        ``swap_mode``: ``exact`` (None) or ``approximate``."""
+        swap_mode = check_swap_mode(swap_mode)
         info = checkpoint["nststyle"]
         patch_size = info.get("patch_size", 3) if patch_size is None else int(patch_size)
         stride = info.get("stride", 1) if stride is None else int(stride)
@@ -289,7 +323,7 @@ class InverseStylizer(Stylizer):
         trained_encoder = submodule_state(checkpoint["state_dict"], "vgg.")
         if trained_encoder:  # the exact encoder the decoder was trained to invert
             encoder.load_state_dict(trained_encoder)
-        return cls(net, encoder, info["layer"], device, patch_size, stride)
+        return cls(net, encoder, info["layer"], device, patch_size, stride, swap_mode)
 
     def networks(self):
         return [self.encoder, self.net]
@@ -310,7 +344,7 @@ class InverseStylizer(Stylizer):
         return self._swapped(self.encode(content), self.encode(style), alpha)
 
     def _swapped(self, content_features: torch.Tensor, style_features: torch.Tensor, alpha: float) -> torch.Tensor:
-        swapped = style_swap(content_features, style_features, self.patch_size, self.stride)
+        swapped = style_swap(content_features, style_features, self.patch_size, self.stride, mode=self.swap_mode)
         return swapped if alpha == 1.0 else torch.lerp(content_features, swapped, alpha)
 
     @torch.no_grad()
@@ -327,20 +361,24 @@ class ExportedStylizer(Stylizer):
     (TorchScript) run with torch alone. The variational model is one graph (content, style) -> image; the
     inverse network is ``<name>_encoder`` + ``<name>_decoder`` with the style swap run in PyTorch between."""
 
-    def __init__(self, path: str | Path, multiple: int = 8, patch_size: int = 3, stride: int = 1):
+    def __init__(self, path: str | Path, multiple: int = 8, patch_size: int = 3, stride: int = 1,
+                 swap_mode: str | None = None):
         super().__init__(torch.device("cpu"))
         path = Path(path)
         self.kind = path.suffix[1:]
         load = self._onnx_runner() if path.suffix == ".onnx" else _torchscript_runner
         self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
+        self.swap_mode = check_swap_mode(swap_mode)
         if path.stem.endswith("_encoder"):
             self.encoder, metadata = load(path)
             self.decoder, _ = load(path.with_name(path.name.replace("_encoder", "_decoder")))
             self.graph = None
         else:
             self.graph, metadata = load(path)
-        # the scale the model reads paintings at, as its checkpoint said (files exported before it was recorded: None)
+        # the scale the model reads paintings at and its colour shift, as its checkpoint said (files exported
+        # before they were recorded: None, 0)
         self.style_size = metadata.get("style_size")
+        self.colour_shift = float(metadata.get("colour_shift", 0.0))
 
     @staticmethod
     def _onnx_runner():
@@ -363,7 +401,8 @@ class ExportedStylizer(Stylizer):
             raise StylizeError("an exported model stylises at alpha=1 only")
         if self.graph is not None:
             return self.graph(content=content, style=style)
-        swapped = style_swap(self.encoder(image=content), self.encoder(image=style), self.patch_size, self.stride)
+        swapped = style_swap(self.encoder(image=content), self.encoder(image=style), self.patch_size, self.stride,
+                             mode=self.swap_mode)
         return self.decoder(features=swapped)
 
 
@@ -472,7 +511,8 @@ def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0,
 
 def run_mix(stylizer: Stylizer, content, styles, output, weights=None, preserve_color: bool = False,
             max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256) -> Written:
-    """One output per content with the weighted mixture of the styles' codes (equal weights by default)."""
+    """One output per content with the weighted mixture of the styles' codes (equal weights by default), its
+    mean colour shifted to the weighted mean of theirs as the model's ``colour_shift`` says."""
     start = time.perf_counter()
     style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
     weights = list(weights) if weights is not None else [1.0] * len(style_list)
@@ -481,7 +521,8 @@ def run_mix(stylizer: Stylizer, content, styles, output, weights=None, preserve_
     contents = list_images(content)
     written, sheet = Written(), []
     for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
-        result = stylizer.mix(image, [_colour_matched(s, image, preserve_color) for _, s in style_list], weights).cpu()
+        matched = [_colour_matched(s, image, preserve_color) for _, s in style_list]
+        result = stylizer.shift_colour(stylizer.mix(image, matched, weights), matched, weights).cpu()
         path = Path(output) if len(contents) == 1 else output_path(output, content_path.stem)
         written.images.append(save_image(result, path))
         sheet += [image[0]] + [style[0] for _, style in style_list] + [result[0]]

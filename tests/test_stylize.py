@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from skimage import data as skdata
 
-from nststyle.images import load_image, match_color
+from nststyle.images import load_image, match_color, mean_colour, shift_mean_colour
 from nststyle.stylize import STYLIZERS, StylizeError, load_stylizer, slerp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,3 +199,44 @@ def test_compiled_networks_give_the_same_images(ckpt, images):
     compiled = load_stylizer(ckpt, "cpu", compile=True)
     assert all(network._compiled_call_impl is not None for network in compiled.networks())
     torch.testing.assert_close(compiled.stylize(photo, painting), eager.stylize(photo, painting), atol=1e-4, rtol=1e-4)
+
+
+def test_colour_shift_moves_the_results_mean_colour_to_the_paintings(ckpt, tmp_path):
+    torch.manual_seed(0)
+    content, style = 0.3 + 0.4 * torch.rand(1, 3, 64, 48), 0.2 + 0.3 * torch.rand(1, 3, 40, 40)
+    plain = load_stylizer(ckpt, "cpu")
+    raw = plain.stylize_large(content, style, tile=None)
+    assert plain.colour_shift == 0 and torch.equal(raw, plain.stylize(content, style))  # off unless asked for
+    for strength in (1.0, 0.5):
+        shifted = load_stylizer(ckpt, "cpu", colour_shift=strength).stylize_large(content, style, tile=None)
+        expected = (raw + strength * (mean_colour(style) - mean_colour(raw))).clamp(0, 1)
+        torch.testing.assert_close(shifted, expected)
+    gap = lambda image: (mean_colour(image) - mean_colour(style)).abs().max()  # noqa: E731
+    assert gap(load_stylizer(ckpt, "cpu", colour_shift=1.0).stylize_large(content, style, tile=None)) < 0.2 * gap(raw)
+
+    # alpha < 1 aims at the blend of the painting's and the photo's colours, as the style is blended
+    stylizer = load_stylizer(ckpt, "cpu", colour_shift=1.0)
+    half = stylizer.stylize_large(content, style, alpha=0.5, tile=None)
+    target = 0.5 * mean_colour(style) + 0.5 * mean_colour(content)
+    torch.testing.assert_close(half, shift_mean_colour(plain.stylize_large(content, style, alpha=0.5, tile=None), target))
+
+    # tiles get one shift, computed on the whole result
+    big = 0.3 + 0.4 * torch.rand(1, 3, 96, 80)
+    tiled = stylizer.stylize_large(big, style, tile=64, overlap=16, progress=False)
+    torch.testing.assert_close(tiled, shift_mean_colour(
+        plain.stylize_large(big, style, tile=64, overlap=16, progress=False), mean_colour(style)))
+
+    # the model's card sets the default; an explicit value wins
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["nststyle"]["colour_shift"] = 0.7
+    torch.save(checkpoint, tmp_path / "card.ckpt")
+    assert load_stylizer(tmp_path / "card.ckpt", "cpu").colour_shift == 0.7
+    assert load_stylizer(tmp_path / "card.ckpt", "cpu", colour_shift=0).colour_shift == 0
+
+
+def test_mix_shifts_to_the_weighted_mean_colour_of_its_paintings(ckpt, images, tmp_path):
+    run("mode=mix", f"ckpt={ckpt}", f"content={images['astronaut']}", f"style=[{images['chelsea']},{images['rocket']}]",
+        "weights=[1,0]", "colour_shift=1", f"output={tmp_path / 'mix.png'}")
+    run("mode=stylize", f"ckpt={ckpt}", f"content={images['astronaut']}", f"style={images['chelsea']}",
+        "colour_shift=1", f"output={tmp_path / 'one.png'}")
+    assert (saved(tmp_path / "mix.png") - saved(tmp_path / "one.png")).abs().max() <= 1 / 255
