@@ -86,6 +86,17 @@ def test_export_is_inference_only_and_stylises_like_the_checkpoint(tmp_path):
     assert load_stylizer(shipped, "cpu").style_size == 96 and load_stylizer(full, "cpu").style_size is None
 
 
+def test_a_shipped_file_gets_a_new_card_and_keeps_its_weights_step_and_recipe(tmp_path):
+    from nststyle.pretrained import main
+
+    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "shipped.pt", recipe="r", style_size=96)
+    main([str(shipped), str(tmp_path / "recarded.pt"), "--colour-shift", "0.5"])
+    before, after = (torch.load(path, weights_only=True) for path in (shipped, tmp_path / "recarded.pt"))
+    assert after["nststyle"] == {**before["nststyle"], "colour_shift": 0.5}  # step 7, recipe, style_size kept
+    assert all(torch.equal(before["state_dict"][key], value) for key, value in after["state_dict"].items())
+    assert load_stylizer(tmp_path / "recarded.pt", "cpu").colour_shift == 0.5
+
+
 def test_a_checkpoint_of_another_network_is_refused(tmp_path):
     state = inference_state(torch.load(training_checkpoint(tmp_path / "a.ckpt"), weights_only=True))
     state["nststyle"]["net"] = {**NET, "width": 16}
