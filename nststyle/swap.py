@@ -21,6 +21,27 @@ This implementation computes the same result with bounded memory and about a nin
 
 The content patch's own norm is the same for every candidate, so it never changes the argmax and is
 not computed.
+
+``style_swap(..., mode="approximate")`` searches in two stages instead (``approximate_best_style_patches``;
+the rebuild is the same):
+
+* stage 1 scores every (content patch, style patch) pair approximately, by their inner product in a
+  96-dimensional subspace of the patches: the principal directions of a random sample of content *and* style
+  patches, estimated in two steps (the 256 channels down to 48, then the 432-dimensional reduced patches down
+  to 96), so that projecting all patches is one small matrix product and one convolution per map. The
+  products are plain matrix products (no shifted sums), in bfloat16 where the CPU has it (AVX512-BF16/AMX:
+  2-2.5x float32): 48 GFLOP at 512 px. Each content patch keeps 8 candidates, found from group maxima
+  (element-wise maxima of contiguous slices of the score buffer) and a top-k over the groups, since a top-k
+  over all 250M scores would alone take 0.5 s.
+* stage 2 computes the exact scores of the 8 candidates (all channels, gathered pixels) and keeps the best.
+
+The content patches in the subspace's sample matter: from the style patches alone, the quarter of a photo's
+patches (sky, flat walls) whose best match is a near-tie among many bland style patches lose it (at 256 px,
+64 dimensions, 8 candidates: the exact best is among them for 71 % of the positions, against 97 % with
+content patches in the sample). Tried and dropped (same measure, 8 candidates, 256 px): a stride-2 grid of
+style candidates plus their 3 x 3 neighbours (77 % even with exact scores on the grid: relu3_1 patches one
+pixel apart differ too much); k-means buckets of style patches (90 % while scanning 13 % of the pairs);
+reduced channels in the exact pixel-product scheme (its shifted sums over all 268M pixel pairs stay).
 """
 from __future__ import annotations
 
@@ -130,6 +151,180 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
     return best_index.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c]
 
 
+# -- approximate search ------------------------------------------------------------------------------------
+SWAP_MODES = ("exact", "approximate")
+APPROXIMATE_CHANNELS = 48    # first the pixels' channels are reduced to this many principal directions...
+APPROXIMATE_DIMS = 96        # ...then the reduced patches: the subspace of the first-stage scores
+APPROXIMATE_CANDIDATES = 8   # first-stage candidates per content patch, scored exactly
+APPROXIMATE_GROUP = 16       # style patches per group of the first-stage selection
+APPROXIMATE_SAMPLES = 2048   # pixels, then patches, the principal directions are estimated from (half from each map)
+APPROXIMATE_CHUNK_ELEMENTS = 1 << 23  # first-stage scores held at once (16 MB in bfloat16)
+EXACT_SCORE_CHUNK = 256      # content patches whose candidates are gathered at once in the second stage
+
+
+def _first_stage_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where matrix products run natively in it (CUDA; CPUs with AVX512-BF16 or AMX, where they are
+    2-2.5x faster than float32), else float32. The first stage only ranks; the exact scores decide."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    try:
+        if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        pass
+    return torch.float32
+
+
+def _principal_directions(samples: torch.Tensor, count: int) -> torch.Tensor:
+    """``D x count``: leading eigenvectors of the second moment of the unit-normalised ``N x D`` samples."""
+    samples = F.normalize(samples, dim=1)
+    moment = samples.t() @ samples
+    if moment.device.type != "cpu":
+        return torch.linalg.eigh(moment)[1][:, -count:]
+    # A few hundred rows: 10-50 ms on one thread. More threads only add barriers: with the second core busy
+    # elsewhere, MKL's 2-thread eigh of a 432 x 432 matrix took 0.1-6 s instead of 0.02 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(moment)[1][:, -count:]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sample_patches(features: torch.Tensor, patch_size: int, stride: int, count: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Up to ``count`` distinct random patches of the (strided) patch grid of ``1 x C x H x W`` features,
+    as ``count x C*k*k`` rows in ``F.unfold``'s order."""
+    k, s = patch_size, stride
+    height, width = features.shape[-2:]
+    columns = _patch_grid(width, k, s)
+    chosen = torch.randperm(_patch_grid(height, k, s) * columns, generator=generator)[:count].to(features.device)
+    corner = (chosen // columns) * s * width + (chosen % columns) * s
+    window = torch.arange(k, device=features.device)
+    offsets = (window[:, None] * width + window).flatten()
+    pixels = features[0].flatten(1).index_select(1, (corner[:, None] + offsets).flatten())  # C x (count k^2)
+    return pixels.view(features.shape[1], -1, k * k).transpose(0, 1).flatten(1)
+
+
+def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, patch_size: int,
+                            stride: int, count: int, dims: int, channels: int, chunk_size: int | None,
+                            generator: torch.Generator) -> torch.Tensor:
+    """``Nc x count`` style patch indices with high approximate scores, for one pair of ``1 x C x H x W`` maps.
+
+    The approximate score of a content patch and a unit-norm style patch is their inner product in a
+    ``dims``-dimensional subspace: the principal directions of a sample of content and style patches, estimated
+    in two steps (the pixels' channels down to ``channels``, then the reduced ``channels*k*k`` patches), so that
+    projecting every patch is one small matrix product and one convolution per map. The products of all pairs
+    (``dims`` multiply-adds each, bfloat16 where the hardware has it) are ranked a chunk of content patches at a
+    time: the style patches form groups of ``APPROXIMATE_GROUP`` (every ``groups``-th one); the ``count`` groups
+    with the highest maximum hold the ``count`` highest scores, and each gives its best patch. The group maxima
+    are element-wise maxima of contiguous slices, far cheaper than a top-k over every score."""
+    k, s = patch_size, stride
+    if content.shape[1] > channels:  # pixels are 1 x 1 patches
+        basis = _principal_directions(torch.cat([_sample_patches(features, 1, 1, APPROXIMATE_SAMPLES // 2, generator)
+                                                 for features in (content, style)]), channels)
+        content, style = (torch.einsum("dc,bchw->bdhw", basis.t(), features) for features in (content, style))
+    if content.shape[1] * k * k > dims:
+        basis = _principal_directions(torch.cat([_sample_patches(features, k, s, APPROXIMATE_SAMPLES // 2, generator)
+                                                 for features in (content, style)]), dims)
+        weight = basis.t().reshape(dims, content.shape[1], k, k)
+        queries = F.conv2d(content, weight, stride=s)[0].flatten(1)     # dims x Nc
+        keys = F.conv2d(style, weight, stride=s)[0].flatten(1) / norms  # dims x Ns, of the unit-norm style patches
+    else:
+        queries, keys = F.unfold(content, k, stride=s)[0], F.unfold(style, k, stride=s)[0] / norms
+    n_content, n_style = queries.shape[1], keys.shape[1]
+    groups = max(count, -(-n_style // APPROXIMATE_GROUP))
+    members = -(-n_style // groups)
+    # member m of group g is row m * groups + g of the table; the few padding rows repeat the first patches
+    keys = torch.cat([keys, keys[:, : members * groups - n_style]], 1)
+    dtype = _first_stage_dtype(content.device)
+    table, queries = keys.t().to(dtype).contiguous(), queries.t().to(dtype).contiguous()
+    per_chunk = min(n_content, chunk_size or max(1, APPROXIMATE_CHUNK_ELEMENTS // (members * groups)))
+    member_offsets = torch.arange(members, device=content.device) * groups
+    candidates = torch.empty(n_content, count, dtype=torch.long, device=content.device)
+    # buffers reused by every chunk (allocating them anew costs page faults whenever they come from mmap)
+    score_buffer = table.new_empty(members * groups * per_chunk)
+    max_buffer = table.new_empty(groups * per_chunk)
+    for start in range(0, n_content, per_chunk):
+        chunk = queries[start: start + per_chunk]
+        n = chunk.shape[0]
+        scores = torch.matmul(table, chunk.t(), out=score_buffer[: members * groups * n].view(-1, n))
+        maxima = torch.amax(scores.view(members, groups, n), 0, out=max_buffer[: groups * n].view(groups, n))
+        best_groups = maxima.topk(count, dim=0).indices.t()  # n x count
+        # the chosen groups' member scores sit at (member * groups + group) * n + content
+        where = ((best_groups * n + torch.arange(n, device=content.device)[:, None])[..., None]
+                 + member_offsets * n).flatten()
+        best_members = scores.view(-1).index_select(0, where).view(-1, members).argmax(1).view(n, count)
+        candidates[start: start + n] = (best_members * groups + best_groups) % n_style
+    return candidates
+
+
+def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, candidates: torch.Tensor,
+                      patch_size: int, stride: int) -> torch.Tensor:
+    """Exact ``<c, s> / ||s||`` (all channels, every pixel of the patch) of each content patch and each of its
+    ``Nc x K`` candidate style patches, for one pair of ``1 x C x H x W`` maps: for each of the ``k*k`` offsets,
+    the candidates' style pixels are gathered and dotted with the content pixel, a chunk of content patches at
+    a time (memory: ``EXACT_SCORE_CHUNK * K * C`` values beside the two maps' pixel tables)."""
+    k, s = patch_size, stride
+    width, style_width = content.shape[-1], style.shape[-1]
+    cols_c, cols_s = _patch_grid(width, k, s), _patch_grid(style_width, k, s)
+    content_pixels = content[0].flatten(1).t().contiguous()  # HW x C
+    style_pixels = style[0].flatten(1).t().contiguous()
+    position = torch.arange(candidates.shape[0], device=content.device)
+    content_corners = (position // cols_c) * s * width + (position % cols_c) * s
+    style_corners = (candidates // cols_s) * s * style_width + (candidates % cols_s) * s
+    scores = content_pixels.new_zeros(candidates.shape)
+    gathered = style_pixels.new_empty(min(EXACT_SCORE_CHUNK, candidates.shape[0]) * candidates.shape[1],
+                                      style_pixels.shape[1])  # reused, like the first stage's buffers
+    for start in range(0, candidates.shape[0], EXACT_SCORE_CHUNK):
+        stop = min(start + EXACT_SCORE_CHUNK, candidates.shape[0])
+        corners, style_chunk, out = content_corners[start: stop], style_corners[start: stop], scores[start: stop]
+        rows = gathered[: style_chunk.numel()]
+        for dy in range(k):
+            for dx in range(k):
+                pixel = content_pixels.index_select(0, corners + dy * width + dx)  # n x C
+                torch.index_select(style_pixels, 0, (style_chunk + dy * style_width + dx).flatten(), out=rows)
+                out += rows.view(*style_chunk.shape, -1).mul_(pixel[:, None]).sum(2)
+    return scores * norms.reciprocal()[candidates]
+
+
+@torch.no_grad()  # an argmax: no gradient flows through the search
+def approximate_best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: int = 3, stride: int = 1,
+                                   chunk_size: int | None = None, eps: float = 1e-8,
+                                   candidates: int = APPROXIMATE_CANDIDATES, dims: int = APPROXIMATE_DIMS,
+                                   channels: int = APPROXIMATE_CHANNELS, seed: int = 0) -> torch.Tensor:
+    """``best_style_patches`` (the same ``B x Hc' x Wc'`` indices) from a two-stage search, for ``style_swap``'s
+    approximate mode. Stage 1 (``_first_stage_candidates``) ranks every style patch for every content patch by
+    cheap approximate scores and keeps ``candidates`` per content patch; stage 2 computes their exact scores
+    (``<c, s> / ||s||``, all channels) and takes the best, the lowest index among equal ones like the exact
+    search. So the result is the exact argmax wherever that patch is among the candidates, and always when the
+    style has at most ``candidates`` patches (then stage 1 is skipped). ``chunk_size`` bounds the content
+    patches ranked at once in stage 1 (default: about 8M scores). ``seed`` fixes the random patches the
+    subspaces are estimated from, so the result is deterministic. Agreement with the exact search and speed:
+    see ``style_swap``; more ``candidates`` or ``dims`` buy agreement with time (at 512 px, 112 dims and 64
+    channels: 97.3-99.1 % over the five pairs, ~15 % slower)."""
+    _check_inputs(content, style, patch_size, stride)
+    if min(candidates, dims, channels) < 1:
+        raise ValueError(f"candidates, dims and channels must be >= 1, got {candidates}, {dims}, {channels}")
+    k, s = patch_size, stride
+    rows_c, cols_c = (_patch_grid(size, k, s) for size in content.shape[-2:])
+    results = []
+    for item in range(content.shape[0]):
+        content_map = content[item: item + 1]
+        style_map = style[item: item + 1] if style.shape[0] > 1 else style
+        norms = style_patch_norms(style_map, k, s, eps).flatten()
+        n_style = norms.numel()
+        if candidates >= n_style:
+            chosen = torch.arange(n_style, device=content.device).expand(rows_c * cols_c, -1)
+        else:
+            chosen = _first_stage_candidates(content_map, style_map, norms, k, s, candidates, dims, channels,
+                                             chunk_size, torch.Generator().manual_seed(seed))
+        scores = _candidate_scores(content_map, style_map, norms, chosen, k, s)
+        best = torch.where(scores == scores.amax(1, keepdim=True), chosen, n_style).amin(1)
+        results.append(best.view(rows_c, cols_c))
+    return torch.stack(results)
+
+
 def rebuild_from_patches(style: torch.Tensor, index: torch.Tensor, output_size: tuple[int, int],
                          patch_size: int = 3, stride: int = 1) -> torch.Tensor:
     """Place style patch ``index[b, y, x]`` at content patch position ``(y, x)`` and average overlaps.
@@ -139,36 +334,58 @@ def rebuild_from_patches(style: torch.Tensor, index: torch.Tensor, output_size: 
     batch, (rows_c, cols_c), k, s = index.shape[0], index.shape[-2:], patch_size, stride
     channels, style_width = style.shape[1], style.shape[-1]
     cols_s = _patch_grid(style_width, k, s)
-    top, left = (index // cols_s) * s, (index % cols_s) * s  # style pixel of each chosen patch's corner
-    style_pixels = style.flatten(2).expand(batch, -1, -1)
-    out = style.new_zeros(batch, channels, *output_size)
-    coverage = style.new_zeros(1, 1, *output_size)
+    corner = (index // cols_s) * s * style_width + (index % cols_s) * s  # flat style pixel of each chosen corner
+    # Pixels as rows (H x W x C): each offset is one gather of whole rows and one add of contiguous rows,
+    # 2x faster than gathering along the pixels of every channel (0.06 s against 0.12 s at 512 px). The
+    # additions happen in the same order, so the result is the same to the bit.
+    style_rows = style.flatten(2).transpose(1, 2).contiguous()  # Bs x HsWs x C
+    out = style.new_zeros(batch, *output_size, channels)
+    coverage = style.new_zeros(1, *output_size, 1)
+    # without autograd, one buffer serves every gather (16 MB at 512 px: fresh pages for each would cost more)
+    buffer = None if style.requires_grad and torch.is_grad_enabled() else style.new_empty(rows_c * cols_c, channels)
     for dy in range(k):
         for dx in range(k):
-            source = ((top + dy) * style_width + left + dx).view(batch, 1, -1).expand(-1, channels, -1)
-            chosen = style_pixels.gather(2, source).view(batch, channels, rows_c, cols_c)
-            out[:, :, _strided(dy, rows_c, s), _strided(dx, cols_c, s)] += chosen
-            coverage[:, :, _strided(dy, rows_c, s), _strided(dx, cols_c, s)] += 1
-    return out / coverage.clamp_min(1)
+            rows, columns = _strided(dy, rows_c, s), _strided(dx, cols_c, s)
+            for item in range(batch):
+                source = (corner[item] + dy * style_width + dx).flatten()
+                table = style_rows[item if style_rows.shape[0] > 1 else 0]
+                chosen = table.index_select(0, source) if buffer is None else torch.index_select(table, 0, source,
+                                                                                                  out=buffer)
+                out[item, rows, columns] += chosen.view(rows_c, cols_c, channels)
+            coverage[:, rows, columns] += 1
+    return out.div_(coverage.clamp_min(1)).permute(0, 3, 1, 2).contiguous()
 
 
 def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, patch_size: int = 3, stride: int = 1,
-               chunk_size: int | None = None, eps: float = 1e-8) -> torch.Tensor:
-    """Chen & Schmidt's style swap, exact. Content ``B x C x H x W``; style ``1 x C x Hs x Ws`` (one style
-    for every content) or ``B x C x Hs x Ws`` (pairwise). Returns ``B x C x H x W``.
+               chunk_size: int | None = None, eps: float = 1e-8, mode: str = "exact") -> torch.Tensor:
+    """Chen & Schmidt's style swap. Content ``B x C x H x W``; style ``1 x C x Hs x Ws`` (one style for every
+    content) or ``B x C x Hs x Ws`` (pairwise). Returns ``B x C x H x W``.
 
     Each content patch is replaced by the raw style patch maximising ``<c, s> / ||s||``; overlapping
     patches are averaged. When the stride does not land on the last rows/columns (``stride <= patch_size``),
     the content map is edge-padded to the next patch position and the result cropped, so every pixel is
     covered (otherwise a border 1 to ``stride - 1`` pixels wide would be 0 and decode as a dark frame).
-    With ``stride > patch_size`` the gaps between patches are 0. Memory is bounded by ``chunk_size``
-    style patches at a time.
+    With ``stride > patch_size`` the gaps between patches are 0.
+
+    ``mode``: ``"exact"`` (``best_style_patches``; memory bounded by ``chunk_size`` style patches at a time)
+    or ``"approximate"`` (``approximate_best_style_patches``, a two-stage search; ``chunk_size`` content
+    patches ranked at a time). Measured at relu3_1 of a 512 px photo and a 512 px painting (the pair of
+    ``tests/benchmarks/bench_swap.py``) on one thread of a CPU with AVX512-BF16 whose other core was busy:
+    the approximate search picks the exact search's style patch at 98.2 % of the positions (98.9 % at
+    256 px, 98.4 % at 384 px; 95.5-98.0 % for four more photo/painting pairs at 512 px), and where it
+    differs, the patch it picks scores within 1 % of the best (median; 95 % of them within 5 %). The whole
+    swap takes 0.94 s against 2.96 s in the benchmark (a fresh process per call), 0.79 s against 2.78 s
+    warm in one process, with ~100 MB of extra memory against 420 MB. Two threads were not measured. Both
+    modes share the rebuild.
     """
+    if mode not in SWAP_MODES:
+        raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")
     _check_inputs(content_features, style_features, patch_size, stride)
     height, width = content_features.shape[-2:]
     pad_rows, pad_cols = ((-(size - patch_size)) % stride if stride <= patch_size else 0 for size in (height, width))
     content_features = F.pad(content_features, (0, pad_cols, 0, pad_rows), mode="replicate")
-    index = best_style_patches(content_features, style_features, patch_size, stride, chunk_size, eps)
+    search = best_style_patches if mode == "exact" else approximate_best_style_patches
+    index = search(content_features, style_features, patch_size, stride, chunk_size, eps)
     swapped = rebuild_from_patches(style_features, index, content_features.shape[-2:], patch_size, stride)
     return swapped[..., :height, :width]
 

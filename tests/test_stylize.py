@@ -57,6 +57,8 @@ def test_load_stylizer_builds_the_registered_class(ckpt):
     assert not stylizer.net.training
     with pytest.raises(StylizeError, match="patch_size do\\(es\\) not apply to a 'variational' checkpoint"):
         run(f"ckpt={ckpt}", "content=x.jpg", "style=y.jpg", "patch_size=5")  # a swap option, refused before any I/O
+    with pytest.raises(StylizeError, match="swap_mode do\\(es\\) not apply to a 'variational' checkpoint"):
+        run(f"ckpt={ckpt}", "content=x.jpg", "style=y.jpg", "swap_mode=approximate")
 
 
 def test_stylize_one_pair_writes_exactly_output(ckpt, images, tmp_path):

@@ -2,7 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nststyle.swap import adain, adain_with_stats, best_style_patches, mean_std, style_swap
+import nststyle.swap as swap_module
+from nststyle.swap import (adain, adain_with_stats, approximate_best_style_patches, best_style_patches, mean_std,
+                           style_swap)
 
 
 def reference_style_swap(content, style, patch_size=3, stride=1, eps=1e-8):
@@ -106,6 +108,94 @@ def test_style_swap_rejects_bad_shapes():
     with pytest.raises(ValueError, match="smaller"):
         style_swap(torch.rand(1, 4, 8, 8), torch.rand(1, 4, 2, 8))
 
+
+# -- approximate mode ------------------------------------------------------------------------------------
+
+def structured_features(channels, height, width, seed, latent=16):
+    """ReLU features with the structure of real ones: channels mix a few smooth latent maps (shared mixing
+    matrix, so the content and style live in the same subspace), unlike independent noise."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, latent, height + 2, width + 2, generator=generator, dtype=torch.float64)
+    latent_maps = F.avg_pool2d(noise, 3, 1)
+    mixing = torch.randn(channels, latent, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return (torch.einsum("cl,blhw->bchw", mixing, latent_maps) + 0.2).relu()
+
+
+@pytest.mark.parametrize("patch_size,stride", [(3, 1), (3, 2), (2, 3), (1, 1)])
+def test_approximate_search_is_exact_when_every_style_patch_is_a_candidate(patch_size, stride):
+    content, style = relu_features(2, 16, 11, 13, seed=20), relu_features(1, 16, 5, 6, seed=21)
+    n_patches = ((5 - patch_size) // stride + 1) * ((6 - patch_size) // stride + 1)
+    approximate = approximate_best_style_patches(content, style, patch_size, stride, candidates=n_patches)
+    assert torch.equal(approximate, best_style_patches(content, style, patch_size, stride))
+
+
+@pytest.mark.parametrize("patch_size,stride", [(3, 1), (3, 2)])
+def test_approximate_style_swap_with_a_small_style_is_the_paper_swap(patch_size, stride):
+    # 2 x 4 (stride 1) or 1 x 2 (stride 2) style patches: no more than the 8 default candidates
+    content, style = relu_features(2, 8, 10, 13, seed=22), relu_features(1, 8, 4, 6, seed=23)
+    out = style_swap(content, style, patch_size, stride, mode="approximate")
+    torch.testing.assert_close(out, edge_padded_reference(content, style, patch_size, stride))
+
+
+def test_approximate_search_takes_the_exact_best_whenever_it_is_a_candidate(monkeypatch):
+    # the second stage alone: a first stage that proposes the exact argmax among random decoys
+    content, style = relu_features(2, 16, 12, 12, seed=24), relu_features(2, 16, 14, 10, seed=25)
+    exact = best_style_patches(content, style)
+    n_style = 12 * 8
+
+    def proposals(content_map, style_map, norms, patch_size, stride, count, *args):
+        item = 0 if torch.equal(content_map, content[:1]) else 1
+        decoys = torch.randint(n_style, (exact[item].numel(), count), generator=torch.Generator().manual_seed(item))
+        decoys[:, item % count] = exact[item].flatten()
+        return decoys
+    monkeypatch.setattr(swap_module, "_first_stage_candidates", proposals)
+    assert torch.equal(approximate_best_style_patches(content, style, candidates=5), exact)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_approximate_search_agrees_with_exact_on_structured_features(stride):
+    # 64 channels: both reductions run (64 -> 48 channels, 432 -> 96 patch dimensions); 576 style patches
+    # for 8 candidates: the first stage really prunes
+    content, style = structured_features(64, 24, 28, seed=1), structured_features(64, 26, 26, seed=2)
+    agreement = (approximate_best_style_patches(content, style, stride=stride)
+                 == best_style_patches(content, style, stride=stride)).float().mean()
+    assert agreement >= 0.95
+    if stride == 1:  # the same search on unstructured noise agrees far less: the agreement is the subspace's doing
+        noise_content, noise_style = relu_features(1, 64, 24, 28, seed=26), relu_features(1, 64, 26, 26, seed=27)
+        noise_agreement = (approximate_best_style_patches(noise_content, noise_style)
+                           == best_style_patches(noise_content, noise_style)).float().mean()
+        assert noise_agreement < 0.9
+
+
+def test_approximate_search_handles_batches_and_pairwise_styles_like_single_pairs():
+    scales = torch.tensor([1.0, 0.5], dtype=torch.float64).view(2, 1, 1, 1)
+    content = structured_features(64, 12, 14, seed=3) * scales + relu_features(2, 64, 12, 14, seed=28) * 0.1
+    shared = structured_features(64, 11, 13, seed=4)  # 99 style patches for 8 candidates
+    pairwise = torch.cat([shared, structured_features(64, 11, 13, seed=5)])
+    for style in (shared, pairwise):
+        batched = approximate_best_style_patches(content, style)
+        for item in range(2):
+            style_map = style[item: item + 1] if style.shape[0] > 1 else style
+            assert torch.equal(batched[item: item + 1], approximate_best_style_patches(content[item: item + 1], style_map))
+    assert not torch.equal(batched[1], approximate_best_style_patches(content[1:], shared)[0])  # pairs really differ
+    assert torch.equal(approximate_best_style_patches(content, pairwise), batched)  # deterministic
+
+
+def test_approximate_style_swap_is_differentiable_wrt_style_and_covers_strided_borders():
+    content = structured_features(64, 13, 14, seed=6).float()
+    style = structured_features(64, 12, 12, seed=7).float().requires_grad_()
+    out = style_swap(content, style, patch_size=3, stride=2, mode="approximate")  # (13 - 3) % 2 == 0, (14 - 3) % 2 == 1
+    assert out.shape == content.shape and (out[..., -1].abs().sum() > 0)
+    out.sum().backward()
+    assert style.grad is not None and torch.isfinite(style.grad).all()
+
+
+def test_style_swap_rejects_unknown_modes_and_bad_approximate_settings():
+    content, style = torch.rand(1, 4, 8, 8), torch.rand(1, 4, 8, 8)
+    with pytest.raises(ValueError, match="unknown style swap mode 'fast': exact or approximate"):
+        style_swap(content, style, mode="fast")
+    with pytest.raises(ValueError, match="candidates, dims and channels must be >= 1"):
+        approximate_best_style_patches(content, style, candidates=0)
 
 def test_adain_gives_content_the_style_statistics():
     content = relu_features(2, 6, 9, 11, seed=10) * 3 + 1

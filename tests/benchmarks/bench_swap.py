@@ -1,19 +1,22 @@
-"""Benchmark: nststyle.swap.style_swap against the plain reference (conv -> argmax -> one-hot ->
-transposed conv -> overlap division, as in tests/test_swap.py) at relu3_1 of square crops of a real
-photo and a real painting, 256/384/512 px.
+"""Benchmark: nststyle.swap.style_swap, exact and approximate (``mode="approximate"``), against the plain
+reference (conv -> argmax -> one-hot -> transposed conv -> overlap division, as in tests/test_swap.py) at
+relu3_1 of square crops of a real photo and a real painting, 256/384/512 px.
 
 Each call runs in a fresh subprocess that loads the precomputed features and calls the swap once;
-the two methods alternate ``--repeats`` times per size. Reported:
-  time  median wall-clock seconds over the repeats (torch threads as the machine gives them);
-  peak  the process's peak resident set size (VmHWM, reset just before the call) minus its RSS at
-        that moment (the largest over the repeats),
-        i.e. the most extra host memory the operation ever held; glibc's mmap threshold is fixed at
-        1 MB so freed buffers leave the RSS (CPU only; on CUDA one would read
-        torch.cuda.max_memory_allocated instead).
-The two outputs are compared element-wise. A reference that dies (out of memory) is reported as
-skipped.
+the three methods alternate ``--repeats`` times per size. Reported:
+  time   median wall-clock seconds over the repeats (``--threads`` torch threads, else as the machine gives them);
+  peak   the process's peak resident set size (VmHWM, reset just before the call) minus its RSS at
+         that moment (the largest over the repeats),
+         i.e. the most extra host memory the operation ever held; glibc's mmap threshold is fixed at
+         1 MB so freed buffers leave the RSS (CPU only; on CUDA one would read
+         torch.cuda.max_memory_allocated instead);
+  agree  the fraction of content positions where the approximate search picks the exact search's style
+         patch (``approximate_best_style_patches`` against ``best_style_patches``, computed once, untimed),
+         and the relative L2 difference of the two swapped maps.
+The exact and reference outputs are compared element-wise. A reference that dies (out of memory) is
+reported as skipped.
 
-    python tests/benchmarks/bench_swap.py [--sizes 256 384 512] [--repeats 3]
+    python tests/benchmarks/bench_swap.py [--sizes 256 384 512] [--repeats 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -70,11 +73,20 @@ def reset_peak_rss() -> None:
         clear_refs.write("5")
 
 
-def worker(method: str, features_path: str, output_path: str, repeats: int) -> None:
+METHODS = ("exact", "approximate", "reference")
+
+
+def worker(method: str, features_path: str, output_path: str, repeats: int, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
     from nststyle.swap import style_swap
     sys.path.insert(0, str(TESTS))
     from test_swap import reference_style_swap
-    swap = style_swap if method == "ours" else reference_style_swap
+
+    def swap(content, style):
+        if method == "reference":
+            return reference_style_swap(content, style)
+        return style_swap(content, style, mode=method)
     swap(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8))  # load kernels outside the measurement
     content, style = torch.load(features_path)
     reset_peak_rss()
@@ -90,12 +102,12 @@ def worker(method: str, features_path: str, output_path: str, repeats: int) -> N
     print(json.dumps({"time": statistics.median(times), "peak_mb": peak}))
 
 
-def run_case(method: str, features_path: Path, output_path: Path, repeats: int) -> dict | None:
+def run_case(method: str, features_path: Path, output_path: Path, repeats: int, threads: int) -> dict | None:
     # A fixed mmap threshold makes glibc hand every large buffer back to the OS when it is freed, so RSS
     # follows the live tensors (with its default dynamic threshold, freed buffers of one repeat stay resident).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     result = subprocess.run([sys.executable, __file__, "--worker", method, str(features_path), str(output_path),
-                             str(repeats)], capture_output=True, text=True, env=env)
+                             str(repeats), str(threads)], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         reason = "killed (out of memory?)" if result.returncode < 0 else result.stderr.strip().splitlines()[-1]
         print(f"  {method}: skipped: {reason}")
@@ -103,11 +115,20 @@ def run_case(method: str, features_path: Path, output_path: Path, repeats: int) 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def agreement(content: torch.Tensor, style: torch.Tensor) -> float:
+    """Fraction of content positions whose approximate best style patch is the exact one."""
+    from nststyle.swap import approximate_best_style_patches, best_style_patches
+    return (approximate_best_style_patches(content, style) == best_style_patches(content, style)).float().mean().item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 384, 512])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; photo {PHOTO.name}, painting {PAINTING.name}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,39 +137,53 @@ def main() -> None:
             features = Path(tmp) / f"features_{size}.pt"
             torch.save((content, style), features)
             print(f"{size} px: relu3_1 {tuple(content.shape)}, style {tuple(style.shape)}", flush=True)
-            # alternate single-call subprocesses (ours, reference, ours, ...) so that changing load from
-            # other work on the machine hits both alike; median time, largest peak
-            runs = {"ours": [], "reference": []}
+            # alternate single-call subprocesses (exact, approximate, reference, exact, ...) so that changing load
+            # from other work on the machine hits all alike; median time, largest peak
+            runs = {method: [] for method in METHODS}
             for _ in range(args.repeats):
                 for method in runs:
                     if runs[method] is not None:
-                        result = run_case(method, features, Path(tmp) / f"{method}_{size}.pt", 1)
+                        result = run_case(method, features, Path(tmp) / f"{method}_{size}.pt", 1, args.threads)
                         runs[method] = None if result is None else runs[method] + [result]
             results = {method: None if not found else {"time": statistics.median(r["time"] for r in found),
                                                         "peak_mb": max(r["peak_mb"] for r in found)}
                        for method, found in runs.items()}
             for method, result in results.items():
                 if result:
-                    print(f"  {method:9s} median {result['time']:7.2f} s   peak +{result['peak_mb']:7.0f} MB", flush=True)
-            ours, reference = results["ours"], results["reference"]
-            if ours and reference:
-                a, b = torch.load(Path(tmp) / f"ours_{size}.pt"), torch.load(Path(tmp) / f"reference_{size}.pt")
+                    print(f"  {method:11s} median {result['time']:7.2f} s   peak +{result['peak_mb']:7.0f} MB",
+                          flush=True)
+            exact, approximate, reference = (results[method] for method in METHODS)
+            outputs = {method: torch.load(Path(tmp) / f"{method}_{size}.pt") for method in METHODS if results[method]}
+            if exact and reference:
+                a, b = outputs["exact"], outputs["reference"]
                 differs = ((a - b).abs() > 1e-4 * b.abs().max()).float().mean().item()
-                print(f"  identical: max |diff| {(a - b).abs().max().item():.2e} (max value {b.abs().max().item():.1f}), "
-                      f"{100 * differs:.3f} % of values differ; speed-up {reference['time'] / ours['time']:.1f}x, "
-                      f"memory {ours['peak_mb'] / reference['peak_mb']:.3f} of the reference", flush=True)
-            rows.append((size, ours, reference))
-    print("\nsize  ours_s  ref_s  speedup  ours_MB  ref_MB  mem_ratio")
-    for size, ours, reference in rows:
-        if ours and reference:
-            print(f"{size:4d} {ours['time']:7.2f} {reference['time']:6.2f} {reference['time'] / ours['time']:7.1f}x "
-                  f"{ours['peak_mb']:8.0f} {reference['peak_mb']:7.0f} {ours['peak_mb'] / reference['peak_mb']:9.3f}")
-        elif ours:
-            print(f"{size:4d} {ours['time']:7.2f}   (reference skipped)  {ours['peak_mb']:8.0f}")
+                print(f"  exact vs reference: max |diff| {(a - b).abs().max().item():.2e} (max value "
+                      f"{b.abs().max().item():.1f}), {100 * differs:.3f} % of values differ; speed-up "
+                      f"{reference['time'] / exact['time']:.1f}x, memory {exact['peak_mb'] / reference['peak_mb']:.3f} "
+                      f"of the reference", flush=True)
+            agree = relative = None
+            if exact and approximate:
+                agree = agreement(content, style)
+                a, b = outputs["approximate"], outputs["exact"]
+                relative = ((a - b).norm() / b.norm()).item()
+                print(f"  approximate vs exact: {100 * agree:.2f} % of positions pick the same style patch, "
+                      f"output relative L2 difference {relative:.4f}; "
+                      f"speed-up {exact['time'] / approximate['time']:.2f}x",
+                      flush=True)
+            rows.append((size, exact, approximate, reference, agree, relative))
+    print("\nsize  exact_s  approx_s  speedup  agree_%  rel_diff  ref_s  exact_MB  approx_MB  ref_MB")
+    cell = lambda result, key, form: format(result[key], form) if result else "-"
+    for size, exact, approximate, reference, agree, relative in rows:
+        speedup = f"{exact['time'] / approximate['time']:.2f}x" if exact and approximate else "-"
+        print(f"{size:4d} {cell(exact, 'time', '8.2f'):>8s} {cell(approximate, 'time', '9.2f'):>9s} {speedup:>8s} "
+              f"{'-' if agree is None else format(100 * agree, '8.2f'):>8s} "
+              f"{'-' if relative is None else format(relative, '9.4f'):>9s} {cell(reference, 'time', '6.2f'):>6s} "
+              f"{cell(exact, 'peak_mb', '9.0f'):>9s} {cell(approximate, 'peak_mb', '10.0f'):>10s} "
+              f"{cell(reference, 'peak_mb', '7.0f'):>7s}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     else:
         main()
