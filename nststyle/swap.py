@@ -302,7 +302,7 @@ def approximate_best_style_patches(content: torch.Tensor, style: torch.Tensor, p
     patches ranked at once in stage 1 (default: about 8M scores). ``seed`` fixes the random patches the
     subspaces are estimated from, so the result is deterministic. Agreement with the exact search and speed:
     see ``style_swap``; more ``candidates`` or ``dims`` buy agreement with time (at 512 px, 112 dims and 64
-    channels: 97.3-99.1 % over the five pairs, ~15 % slower)."""
+    channels: 97.3-99.1 % over the five pairs, ~20 % slower)."""
     _check_inputs(content, style, patch_size, stride)
     if min(candidates, dims, channels) < 1:
         raise ValueError(f"candidates, dims and channels must be >= 1, got {candidates}, {dims}, {channels}")
@@ -370,13 +370,14 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     ``mode``: ``"exact"`` (``best_style_patches``; memory bounded by ``chunk_size`` style patches at a time)
     or ``"approximate"`` (``approximate_best_style_patches``, a two-stage search; ``chunk_size`` content
     patches ranked at a time). Measured at relu3_1 of a 512 px photo and a 512 px painting (the pair of
-    ``tests/benchmarks/bench_swap.py``) on one thread of a CPU with AVX512-BF16 whose other core was busy:
-    the approximate search picks the exact search's style patch at 98.2 % of the positions (98.9 % at
-    256 px, 98.4 % at 384 px; 95.5-98.0 % for four more photo/painting pairs at 512 px), and where it
-    differs, the patch it picks scores within 1 % of the best (median; 95 % of them within 5 %). The whole
-    swap takes 0.94 s against 2.96 s in the benchmark (a fresh process per call), 0.79 s against 2.78 s
-    warm in one process, with ~100 MB of extra memory against 420 MB. Two threads were not measured. Both
-    modes share the rebuild.
+    ``tests/benchmarks/bench_swap.py``), on a 2-core CPU with AVX512-BF16: the approximate search picks the
+    exact search's style patch at 98.2 % of the positions (98.9 % at 256 px, 98.4 % at 384 px; 95.5-98.0 %
+    for four more photo/painting pairs at 512 px), and where it differs, the patch it picks scores within 1 %
+    of the best (median; 95 % of them within 5 %). The whole swap, approximate against exact: 2 threads
+    0.46-0.54 s against 1.8-2.1 s warm in one process, 0.65 s against 1.87 s in the benchmark (a fresh process
+    per call, whose first-touch page faults and kernel set-up weigh more on the shorter run); 1 thread
+    0.77-0.89 s against 2.8-3.4 s warm, 0.92-1.02 s against 2.81-2.90 s in the benchmark. Extra memory
+    ~100 MB against 420 MB. Both modes share the rebuild.
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")
