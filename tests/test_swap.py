@@ -176,7 +176,8 @@ def test_approximate_search_handles_batches_and_pairwise_styles_like_single_pair
         batched = approximate_best_style_patches(content, style)
         for item in range(2):
             style_map = style[item: item + 1] if style.shape[0] > 1 else style
-            assert torch.equal(batched[item: item + 1], approximate_best_style_patches(content[item: item + 1], style_map))
+            single = approximate_best_style_patches(content[item: item + 1], style_map)
+            assert torch.equal(batched[item: item + 1], single)
     assert not torch.equal(batched[1], approximate_best_style_patches(content[1:], shared)[0])  # pairs really differ
     assert torch.equal(approximate_best_style_patches(content, pairwise), batched)  # deterministic
 
@@ -184,10 +185,13 @@ def test_approximate_search_handles_batches_and_pairwise_styles_like_single_pair
 def test_approximate_style_swap_is_differentiable_wrt_style_and_covers_strided_borders():
     content = structured_features(64, 13, 14, seed=6).float()
     style = structured_features(64, 12, 12, seed=7).float().requires_grad_()
-    out = style_swap(content, style, patch_size=3, stride=2, mode="approximate")  # (13 - 3) % 2 == 0, (14 - 3) % 2 == 1
+    # (13 - 3) % 2 == 0 but (14 - 3) % 2 == 1: the last column needs the edge padding
+    out = style_swap(content, style, patch_size=3, stride=2, mode="approximate")
     assert out.shape == content.shape and (out[..., -1].abs().sum() > 0)
     out.sum().backward()
     assert style.grad is not None and torch.isfinite(style.grad).all()
+    with torch.no_grad():  # the rebuild's buffered path (no autograd) gives the same values
+        assert torch.equal(style_swap(content, style, patch_size=3, stride=2, mode="approximate"), out)
 
 
 def test_style_swap_rejects_unknown_modes_and_bad_approximate_settings():
@@ -196,6 +200,7 @@ def test_style_swap_rejects_unknown_modes_and_bad_approximate_settings():
         style_swap(content, style, mode="fast")
     with pytest.raises(ValueError, match="candidates, dims and channels must be >= 1"):
         approximate_best_style_patches(content, style, candidates=0)
+
 
 def test_adain_gives_content_the_style_statistics():
     content = relu_features(2, 6, 9, 11, seed=10) * 3 + 1
