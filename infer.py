@@ -37,13 +37,18 @@ def needs_content(cfg: DictConfig) -> None:
         raise StylizeError(f"mode={cfg.mode} needs content=IMAGE (a photo or a folder of photos)")
 
 
+def model_options(cfg: DictConfig) -> dict:
+    """The options of one model kind that are set (swap options of the inverse network, ``refine_steps`` of
+    the variational model): ``load_stylizer`` refuses those a checkpoint's kind does not take."""
+    return {key: cfg[key] for key in ("patch_size", "stride", "swap_mode", "refine_steps") if cfg.get(key) is not None}
+
+
 def feedforward(cfg: DictConfig) -> str:
     if not cfg.ckpt:
         raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
     needs_content(cfg)
-    swap_options = {key: cfg[key] for key in ("patch_size", "stride", "swap_mode") if cfg.get(key) is not None}
     stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, compile=cfg.compile,
-                             colour_shift=cfg.colour_shift, **swap_options)
+                             colour_shift=cfg.colour_shift, **model_options(cfg))
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")
@@ -100,7 +105,7 @@ def evaluation(cfg: DictConfig) -> str:
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
     evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter,
              sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size, precision=cfg.precision,
-             colour_shift=cfg.colour_shift)
+             colour_shift=cfg.colour_shift, model_options=model_options(cfg))
     return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
             + Path(cfg.eval_dir, "summary.md").read_text())
 

@@ -138,8 +138,9 @@ class ModelSystem:
     """A shipped model or checkpoint; paintings are read at the model's own ``style_size`` when it has one
     (unless the evaluation's ``style_size`` sets one for every system)."""
 
-    def __init__(self, spec: str, device, precision: str = "fp32", colour_shift: float | None = None):
-        self.stylizer = load_stylizer(spec, device, precision, colour_shift=colour_shift)
+    def __init__(self, spec: str, device, precision: str = "fp32", colour_shift: float | None = None,
+                 options: dict | None = None):
+        self.stylizer = load_stylizer(spec, device, precision, colour_shift=colour_shift, **(options or {}))
 
     def __call__(self, content, style, pair) -> torch.Tensor:
         if self.stylizer.style_size:
@@ -148,8 +149,9 @@ class ModelSystem:
 
 
 def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "fp32",
-                 colour_shift: float | None = None):
-    """``spec`` (without label) -> ``callable(content, style, pair) -> 1x3xHxW image``."""
+                 colour_shift: float | None = None, model_options: dict | None = None):
+    """``spec`` (without label) -> ``callable(content, style, pair) -> 1x3xHxW image``; ``model_options`` go to
+    ``load_stylizer`` for checkpoints and shipped models (e.g. ``refine_steps``, ``swap_mode``)."""
     if spec == "photo":
         return lambda content, style, pair: content
     if spec == "color_transfer":
@@ -160,7 +162,7 @@ def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "
         return OptimizeSystem(spec.split(":", 1)[1], max_iter, device)
     if spec.startswith("folder:"):
         return FolderSystem(spec.split(":", 1)[1])
-    return ModelSystem(spec, device, precision, colour_shift)
+    return ModelSystem(spec, device, precision, colour_shift, model_options)
 
 
 def parse_system(system: str) -> tuple[str, str]:
@@ -180,14 +182,15 @@ def parse_system(system: str) -> tuple[str, str]:
 def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: int = 384, device=None,
              max_iter: int = 300, sheet_size: int = 160, sheet_inputs: bool = True, vgg_weights: str = "caffe",
              style_size: int | None = None, progress: bool = True, precision: str = "fp32",
-             colour_shift: float | None = None) -> list[dict]:
+             colour_shift: float | None = None, model_options: dict | None = None) -> list[dict]:
     """Stylise every pair with every system, score it and write ``out_dir``: ``results.csv`` (a row per
     system and pair), ``summary.md`` (means per system), ``<label>/<pair>.png`` and ``<label>_sheet.jpg``
     (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
     order, e.g. for figures that must not copy the inputs). Returns the summary rows. ``vgg_weights`` of the
     metrics: ``caffe``; other weights give other figures (tests use ``random``). ``style_size``: the
     longer side of the paintings the systems see (default ``size``; the metrics always use ``size``).
-    ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``)."""
+    ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``); ``model_options``: their
+    kind's options (``refine_steps``, ``swap_mode``, ...), for every model system."""
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
     out_dir = Path(out_dir)
@@ -205,7 +208,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     painting_targets = {path: metrics.painting_target(image) for path, image in styles.items()}
     rows, summary = [], []
     for label, spec in labelled:
-        system = build_system(spec, device, max_iter, precision, colour_shift)
+        system = build_system(spec, device, max_iter, precision, colour_shift, model_options)
         outputs, failures = {}, []
         for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):
             content, style = contents[pair.content].to(device), style_inputs[pair.style].to(device)

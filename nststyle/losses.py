@@ -190,13 +190,18 @@ class GaussianMMDLoss(StyleLoss):
 
 
 class BNStatsLoss(StyleLoss):
-    """Batch-normalisation statistics (Li et al.): ``1/N sum_i (mu_x^i - mu_s^i)^2 + (sigma_x^i - sigma_s^i)^2``."""
+    """Batch-normalisation statistics (Li et al.): ``1/N sum_i (mu_x^i - mu_s^i)^2 + (sigma_x^i - sigma_s^i)^2``.
+
+    ``relative``: divide by the target's ``||mu_s||^2 + ||sigma_s||^2`` instead of ``N``, so that every layer
+    counts alike whatever its activations' scale; per layer it is then the evaluation's style distance
+    (``nststyle.metrics``). Raw, relu4_1 outweighs relu1_1 by ~3400 on paintings (Caffe VGG-19)."""
 
     default_scale = 1.0
 
-    def __init__(self, layer_weights=None, scale=None, eps: float = 1e-5):
+    def __init__(self, layer_weights=None, scale=None, eps: float = 1e-5, relative: bool = False):
         super().__init__(layer_weights, scale)
         self.eps = eps  # keeps d sigma / d x finite for constant feature maps
+        self.relative = relative
 
     def summarize(self, x):
         return self._stats(x)
@@ -208,7 +213,8 @@ class BNStatsLoss(StyleLoss):
     def distance(self, x, target):
         mean, std = target
         x_mean, x_std = self._stats(x)
-        return (_sq_norm(x_mean - mean, 1) + _sq_norm(x_std - std, 1)) / x.shape[-1]
+        gap = _sq_norm(x_mean - mean, 1) + _sq_norm(x_std - std, 1)
+        return gap / (_sq_norm(mean, 1) + _sq_norm(std, 1)).clamp_min(1e-12) if self.relative else gap / x.shape[-1]
 
 
 def _covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

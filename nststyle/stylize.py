@@ -20,6 +20,7 @@ This module imports neither Lightning nor Hydra.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -34,9 +35,11 @@ from torch import nn
 from .features import VGGEncoder
 from .images import (ImageError, list_images, load_image, match_color, mean_colour, resize_max, save_grid,
                      save_image, shift_mean_colour)
+from .metrics import StyleMetrics
 from .models.inverse import InverseNet
 from .models.variational import VariationalStyleNet
 from .pretrained import FROZEN_PREFIXES, Pretrained, resolve
+from .refine import refine_style_code
 from .swap import SWAP_MODES, style_swap
 from .tiling import stylize_tiled
 
@@ -233,16 +236,23 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 class VariationalStylizer(Stylizer):
     """The variational AdaIN model: every operation is a style code ``z`` fed to ``decode``."""
 
-    def __init__(self, net: VariationalStyleNet, device: torch.device):
+    def __init__(self, net: VariationalStyleNet, device: torch.device, refine_steps: int = 0,
+                 vgg_weights: str = "caffe"):
         super().__init__(device)
         self.net = net.to(device).eval()
         self.multiple = net.multiple
+        if int(refine_steps) < 0:
+            raise StylizeError(f"refine_steps must be >= 0, got {refine_steps}")
+        # refine_steps > 0: each painting's code refined once, then kept (nststyle.refine; seconds per painting)
+        self.refine_steps, self.vgg_weights = int(refine_steps), vgg_weights
+        self._refined: dict[bytes, torch.Tensor] = {}
+        self._metrics: StyleMetrics | None = None
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "VariationalStylizer":
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device, refine_steps: int = 0) -> "VariationalStylizer":
         net = VariationalStyleNet(**checkpoint["nststyle"]["net"])
         load_net_state(net, checkpoint["state_dict"])
-        return cls(net, device)
+        return cls(net, device, refine_steps, checkpoint["nststyle"].get("vgg_weights", "caffe"))
 
     def networks(self):
         return [self.net.content_encoder, self.net.style_encoder, self.net.decoder]
@@ -258,10 +268,39 @@ class VariationalStylizer(Stylizer):
         with self.autocast():
             return self.net.decode(content.to(self.device), z.to(self.device)).float()
 
+    @torch.no_grad()
+    def synthesize(self, content: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``decode`` from a mapped code ``w`` (past the mapping network, e.g. a refined one)."""
+        with self.autocast():
+            return self.net.decoder.synthesize(self.net.content_encoder(content.to(self.device)), w).float()
+
+    def refined_code(self, style: torch.Tensor) -> torch.Tensor:
+        """The mapped code ``w`` of ``style`` after ``refine_steps`` steps of ``nststyle.refine``; computed once
+        per painting (the same pixels) and kept, so a folder of photos pays for it once."""
+        key = hashlib.blake2b(style.detach().cpu().float().numpy().tobytes(), digest_size=16).digest()
+        key += repr(tuple(style.shape)).encode()
+        if key not in self._refined:
+            if self._metrics is None:
+                with torch.inference_mode(False):  # its weights must serve autograd, wherever it is first asked for
+                    self._metrics = StyleMetrics(self.vgg_weights, self.device)
+            style = style.to(self.device)
+            with torch.no_grad(), self.autocast():
+                w = self.net.decoder.mapping(self.style_code(style)).float()
+            self._refined[key] = refine_style_code(self.net, self._metrics, style, w, self.refine_steps,
+                                                   self.colour_shift, bf16=self.precision == "bf16")
+        return self._refined[key]
+
     def stylize(self, content, style, alpha=1.0):
         return self.styler(style, alpha, content)(content)
 
     def styler(self, style, alpha=1.0, content=None):
+        if self.refine_steps:
+            w = self.refined_code(style)
+            if alpha != 1.0:
+                with torch.no_grad(), self.autocast():
+                    own = self.net.decoder.mapping(self.style_code(resize_max(content, 1024))).float()
+                w = torch.lerp(own, w, alpha)
+            return lambda tile: self.synthesize(tile, w)
         z = self.style_code(style)
         if alpha != 1.0:
             # alpha < 1 moves towards the content's own style code (its "style" as Es sees it); a large

@@ -3,7 +3,9 @@ import pytest
 import scipy.linalg
 import torch
 
+from nststyle.features import STYLE_LAYERS
 from nststyle.losses import (ContentLoss, STYLE_LOSSES, kl_divergence, style_loss, total_variation)
+from nststyle.metrics import StyleMetrics
 
 torch.manual_seed(0)
 KINDS = list(STYLE_LOSSES) + ["bn+mmd_poly"]
@@ -75,6 +77,21 @@ def test_bn_loss_matches_mean_std_formula():
     fx, fs = x[0].flatten(1), s[0].flatten(1)
     expected = ((fx.mean(1) - fs.mean(1)) ** 2 + (fx.std(1, correction=0) - fs.std(1, correction=0)) ** 2).mean()
     assert torch.allclose(loss_value("bn", x, s, eps=0.0), expected, rtol=1e-5)
+
+
+def test_relative_bn_loss_is_the_evaluations_style_distance_per_layer():
+    metrics = StyleMetrics(vgg_weights="random")
+    output, painting = torch.rand(1, 3, 48, 40), torch.rand(1, 3, 56, 64)
+    out_features, painting_features = metrics.encode(output), metrics.encode(painting)
+    loss = style_loss("bn", {name: 1.0 for name in STYLE_LAYERS}, scale=1.0, eps=0.0, relative=True)
+    total = loss.set_target(painting_features)(out_features)
+    expected = metrics(output, torch.rand(1, 3, 48, 40), painting)["style"] * len(STYLE_LAYERS)
+    assert total.item() == pytest.approx(expected, rel=1e-4)
+    # the relative form does not change with the features' scale; the raw one goes with its square
+    x, s = relu_features(seed=3), relu_features(seed=4)
+    assert loss_value("bn", 7 * x, 7 * s, eps=0.0, relative=True) == pytest.approx(
+        loss_value("bn", x, s, eps=0.0, relative=True).item())
+    assert loss_value("bn", 7 * x, 7 * s, eps=0.0) == pytest.approx(49 * loss_value("bn", x, s, eps=0.0).item())
 
 
 def w2_reference(x, s):

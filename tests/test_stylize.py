@@ -10,7 +10,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from skimage import data as skdata
 
+import nststyle.stylize
 from nststyle.images import load_image, match_color, mean_colour, shift_mean_colour
+from nststyle.metrics import StyleMetrics
+from nststyle.refine import refine_photos, refine_style_code
 from nststyle.stylize import STYLIZERS, StylizeError, load_stylizer, slerp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,3 +245,47 @@ def test_mix_shifts_to_the_weighted_mean_colour_of_its_paintings(ckpt, images, t
     run("mode=stylize", f"ckpt={ckpt}", f"content={images['astronaut']}", f"style={images['chelsea']}",
         "colour_shift=1", f"output={tmp_path / 'one.png'}")
     assert (saved(tmp_path / "mix.png") - saved(tmp_path / "one.png")).abs().max() <= 1 / 255
+
+
+def test_refining_a_paintings_code_lowers_the_evaluations_style_distance_and_is_done_once(
+        ckpt, inverse_checkpoint, images, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    painting = load_image(images["rocket"])[None]
+    stylizer = load_stylizer(ckpt, "cpu", refine_steps=12, colour_shift=1.0)
+    metrics = StyleMetrics(vgg_weights="random")  # the tiny checkpoint's VGG: what the refinement scores with
+    with torch.no_grad():
+        w0 = stylizer.net.decoder.mapping(stylizer.style_code(painting))
+    refined = refine_style_code(stylizer.net, metrics, painting, w0, steps=12, progress=False)
+
+    def style_distance(w):  # the metrics module's own figure, averaged over the photos the refinement stylises
+        photos = refine_photos(64, stylizer.multiple)
+        return sum(metrics(shift_mean_colour(stylizer.synthesize(photo, w), mean_colour(painting)), photo,
+                           painting)["style"] for photo in photos) / len(photos)
+
+    assert style_distance(refined) < 0.9 * style_distance(w0)
+    assert all(p.requires_grad for p in stylizer.net.decoder.parameters())  # the network is handed back as it was
+    assert all(p.grad is None for p in stylizer.net.parameters())
+
+    calls = []
+    original = nststyle.stylize.refine_style_code
+    monkeypatch.setattr(nststyle.stylize, "refine_style_code", lambda *a, **k: calls.append(1) or original(*a, **k))
+    content = torch.rand(1, 3, 32, 40)
+    first = stylizer.stylize(content, painting)
+    assert torch.equal(stylizer.stylize(content, painting), first) and len(calls) == 1  # once per painting
+    stylizer.stylize(content, painting.flip(-1))
+    assert len(calls) == 2
+    plain = load_stylizer(ckpt, "cpu", colour_shift=1.0).stylize(content, painting)
+    assert (first - plain).abs().mean() > 1e-3  # the refined code paints differently
+
+    # infer.py: refine_steps reaches the variational model; the inverse network refuses it in one line
+    run(f"ckpt={ckpt}", f"content={images['astronaut']}", f"style={images['rocket']}", "refine_steps=2",
+        f"output={tmp_path / 'refined.png'}")
+    assert (tmp_path / "refined.png").is_file()
+    with pytest.raises(StylizeError, match="must be >= 0"):
+        load_stylizer(ckpt, "cpu", refine_steps=-1)
+    with pytest.raises(StylizeError, match="refine_steps do\\(es\\) not apply to a 'inverse' checkpoint"):
+        run(f"ckpt={inverse_checkpoint}", "content=x.jpg", "style=y.jpg", "refine_steps=5")
+    fresh = load_stylizer(ckpt, "cpu", refine_steps=2, colour_shift=1.0)
+    with torch.inference_mode():  # as the evaluation calls it
+        refined_there = fresh.stylize(content, painting)
+    assert torch.isfinite(refined_there).all() and (refined_there - plain).abs().mean() > 1e-3

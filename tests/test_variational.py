@@ -308,3 +308,27 @@ def test_train_only_updates_the_named_submodules_and_keeps_the_vgg_frozen():
     assert not any(p.requires_grad for p in module.net.style_encoder.vgg.parameters())
     with pytest.raises(ValueError, match="no submodule decoder.mapper"):
         VariationalStyleTransfer(net=TINY, vgg_weights="random", train_only=["decoder.mapper"])
+
+
+def test_colour_shift_scores_the_output_with_the_paintings_mean_colour_and_goes_on_the_checkpoint(monkeypatch):
+    torch.manual_seed(0)
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", colour_shift=1.0)
+    scored = []
+    original = module.vgg.forward
+    monkeypatch.setattr(module.vgg, "forward", lambda images, layers=None: scored.append(images) or
+                        original(images, layers))
+    # mid-grey photos and paintings of one mid-range colour: the shift moves no pixel out of [0, 1]
+    content = 0.4 + 0.2 * torch.rand(2, 3, 32, 32)
+    style = torch.tensor([0.3, 0.5, 0.6]).view(1, 3, 1, 1) + 0.05 * torch.rand(2, 3, 32, 32)
+    module.losses(content, style)["loss"].backward()
+    output = scored[-1]
+    assert output.requires_grad  # the loss reaches the network through the shift
+    assert 0 < output.min() and output.max() < 1  # nothing clamped, so the means match exactly
+    torch.testing.assert_close(output.mean((-2, -1)), style.mean((-2, -1)), atol=1e-5, rtol=0)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.decoder.parameters())
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["nststyle"]["colour_shift"] == 1.0  # so inference applies the shift it was trained through
+    plain_checkpoint = {"state_dict": VariationalStyleTransfer(net=TINY, vgg_weights="random").state_dict()}
+    VariationalStyleTransfer(net=TINY, vgg_weights="random").on_save_checkpoint(plain_checkpoint)
+    assert "colour_shift" not in plain_checkpoint["nststyle"]

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import torch
 
 from ..features import CONTENT_LAYER, VGGEncoder
+from ..images import mean_colour, shift_mean_colour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
 from ..models.variational import VariationalStyleNet
 
@@ -105,6 +106,9 @@ class VariationalStyleTransfer(pl.LightningModule):
         prior_samples: prior draws shown in the image grids.
         train_only: names of ``net`` submodules to train (e.g. ``[style_encoder, decoder.mapping]``: a new
             style path for a trained decoder); the others are frozen. None: all of them.
+        colour_shift: score the output after moving its mean RGB by this much onto the painting's, as
+            inference does with a model card's ``colour_shift`` (``images.shift_mean_colour``): the network
+            then spends nothing on the mean colour that the shift sets anyway. 0: score it as it is.
     """
 
     model_kind = "variational"
@@ -114,7 +118,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  content_layer: str = CONTENT_LAYER, vgg_weights: str = "caffe", content_weight: float = 1.0,
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
-                 prior_samples: int = 3, train_only: list[str] | None = None):
+                 prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0):
         super().__init__()
         net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
         if style_dim is not None:
@@ -128,7 +132,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "kl_weight": kl_weight, "kl_warmup_steps": kl_warmup_steps,
                                    "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
-                                   "prior_samples": prior_samples, "train_only": plain(train_only)})
+                                   "prior_samples": prior_samples, "train_only": plain(train_only),
+                                   "colour_shift": colour_shift})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -159,6 +164,8 @@ class VariationalStyleTransfer(pl.LightningModule):
             self.style_loss.set_target(style_features)
         shared_vgg = self.hparams.net.get("style_vgg_weights") == self.hparams.vgg_weights
         output, mu, logvar = self.net(content, style, style_features if shared_vgg else None)
+        if self.hparams.colour_shift:
+            output = shift_mean_colour(output, mean_colour(style), self.hparams.colour_shift)
         features = self.vgg(output)
         terms = {"content": self.content_loss(features), "style": self.style_loss(features),
                  "kl": kl_divergence(mu.float(), logvar.float())}
@@ -212,7 +219,10 @@ class VariationalStyleTransfer(pl.LightningModule):
     @torch.no_grad()
     def stylize(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         mu, _ = self.net.encode_style(style)
-        return self.net.decode(content, mu)
+        output = self.net.decode(content, mu)
+        if self.hparams.colour_shift:
+            output = shift_mean_colour(output, mean_colour(style), self.hparams.colour_shift)
+        return output
 
     @torch.no_grad()
     def sample_prior(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -225,6 +235,8 @@ class VariationalStyleTransfer(pl.LightningModule):
             del state[key]  # frozen and rebuilt from vgg_weights: keeps checkpoints small
         checkpoint["nststyle"] = {"kind": self.model_kind, "net": dict(self.hparams.net),
                                   "vgg_weights": self.hparams.vgg_weights}
+        if self.hparams.get("colour_shift"):  # trained through the shift: inference applies it too
+            checkpoint["nststyle"]["colour_shift"] = self.hparams.colour_shift
         if self.run_config is not None:
             checkpoint["config"] = self.run_config
 
