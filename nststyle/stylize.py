@@ -310,6 +310,9 @@ class VariationalStylizer(Stylizer):
 
     def mix(self, content, styles, weights):
         weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        if self.refine_steps:  # the refined codes live past the mapping network: mix them there
+            codes = torch.cat([self.refined_code(style) for style in styles])
+            return self.synthesize(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
         codes = torch.cat([self.style_code(style) for style in styles])
         return self.decode(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
 
@@ -321,6 +324,9 @@ class VariationalStylizer(Stylizer):
     def interpolate(self, content, style_a, style_b, steps, method="slerp"):
         if method not in ("lerp", "slerp"):
             raise StylizeError(f"interpolation must be lerp or slerp, got {method!r}")
+        if self.refine_steps:
+            raise StylizeError("refine_steps applies to mode=stylize and mode=mix; interpolation walks the "
+                               "encoder's codes (leave refine_steps unset)")
         a, b = self.style_code(style_a), self.style_code(style_b)
         mixer = slerp if method == "slerp" else torch.lerp
         return [self.decode(content, mixer(a, b, float(t))) for t in torch.linspace(0, 1, steps)]

@@ -283,6 +283,13 @@ def test_refining_a_paintings_code_lowers_the_evaluations_style_distance_and_is_
     assert (tmp_path / "refined.png").is_file()
     with pytest.raises(StylizeError, match="must be >= 0"):
         load_stylizer(ckpt, "cpu", refine_steps=-1)
+    # mix: the refined codes, mixed; one painting at full weight is that painting's refined result
+    before = len(calls)
+    mixed = stylizer.mix(content, [painting, painting.flip(-1)], [1.0, 0.0])
+    torch.testing.assert_close(mixed, stylizer.stylize(content, painting))
+    assert len(calls) == before  # both codes were kept from above
+    with pytest.raises(StylizeError, match="refine_steps applies to mode=stylize and mode=mix"):
+        stylizer.interpolate(content, painting, painting.flip(-1), 3)
     with pytest.raises(StylizeError, match="refine_steps do\\(es\\) not apply to a 'inverse' checkpoint"):
         run(f"ckpt={inverse_checkpoint}", "content=x.jpg", "style=y.jpg", "refine_steps=5")
     fresh = load_stylizer(ckpt, "cpu", refine_steps=2, colour_shift=1.0)
