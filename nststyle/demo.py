@@ -299,8 +299,15 @@ def serve(host: str = "127.0.0.1", port: int = 7860, max_size: int = 512, device
         # and remove the temporary example folder
         signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     demo = build_demo(max_size).queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
-                footer_links=["api", "settings"])
+    # quiet: gradio's own start-up lines suggest share=True (a public link), which this offline demo never makes
+    try:
+        _, local_url, _ = demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False,
+                                      max_file_size=MAX_UPLOAD, footer_links=["api", "settings"], quiet=True,
+                                      prevent_thread_lock=True)
+        print(f"nststyle demo: {local_url} (Ctrl-C stops it)", flush=True)
+        demo.block_thread()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while gradio still starts up: stop as quietly as afterwards
+        demo.close()
 
 
 def main(argv: list[str] | None = None) -> None:

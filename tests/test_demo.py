@@ -227,6 +227,8 @@ def test_sigterm_stops_the_server_and_removes_its_temporary_files(tmp_path):
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
     assert not list(tmp_path.glob("nststyle-demo-*")), (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert "nststyle demo: http://127.0.0.1:" in log and "share=True" not in log  # no public-link hint offline
 
 
 @pytest.fixture(scope="module")
