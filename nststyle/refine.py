@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
+import skimage.data
 import torch
 from tqdm.auto import tqdm
 
@@ -35,8 +36,6 @@ PHOTO_SCALE = 2 / 3
 
 def refine_photos(size: int, multiple: int = 8) -> list[torch.Tensor]:
     """scikit-image's ``REFINE_PHOTOS`` as ``1x3xHxW`` in [0, 1], longer side ``size``, sides multiples of ``multiple``."""
-    import skimage.data
-
     photos = []
     for name in REFINE_PHOTOS:
         image = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float()[None] / 255
