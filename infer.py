@@ -48,25 +48,24 @@ def feedforward(cfg: DictConfig) -> str:
         raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
     needs_content(cfg)
     stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, compile=cfg.compile,
-                             colour_shift=cfg.colour_shift, **model_options(cfg))
+                             colour_shift=cfg.colour_shift, style_size=cfg.style_size, **model_options(cfg))
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")
     shared = dict(max_size=cfg.max_size, grid_size=cfg.grid_size)
     if cfg.mode == "stylize":
         written = run_stylize(stylizer, cfg.content, styles, cfg.output, alpha=cfg.alpha,
-                              preserve_color=cfg.preserve_color, style_size=cfg.style_size, tile=cfg.tile,
+                              preserve_color=cfg.preserve_color, tile=cfg.tile,
                               tile_overlap=cfg.tile_overlap, **shared)
     elif cfg.mode == "mix":
         written = run_mix(stylizer, cfg.content, styles, cfg.output, weights=as_list(cfg.weights),
-                          preserve_color=cfg.preserve_color, style_size=cfg.style_size, **shared)
+                          preserve_color=cfg.preserve_color, **shared)
     elif cfg.mode == "sample":
         written = run_sample(stylizer, cfg.content, cfg.output, count=cfg.count, seed=cfg.seed,
                              temperature=cfg.temperature, **shared)
     elif cfg.mode == "interpolate":
         written = run_interpolate(stylizer, cfg.content, styles, cfg.output, steps=cfg.steps,
-                                  method=cfg.interpolation, preserve_color=cfg.preserve_color,
-                                  style_size=cfg.style_size, **shared)
+                                  method=cfg.interpolation, preserve_color=cfg.preserve_color, **shared)
     else:
         raise StylizeError(f"unknown mode {cfg.mode!r}: stylize, mix, sample, interpolate, evaluate, export or serve")
     if written.failed:  # the other files are written; the run still reports failure

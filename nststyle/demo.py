@@ -131,8 +131,8 @@ def feedforward_result(model: str, photo: str, paintings: list[str], strength: f
     progress(0, desc=f"loading the {model} model")
     stylizer = cached_stylizer(model)
     content = read_upload(photo, max_size, stylizer.multiple)
-    # paintings are read at the scale the model was trained to read them at, as infer.py does
-    styles = [_colour_matched(read_upload(path, stylizer.style_size or max_size), content, preserve_color)
+    # paintings come at the photo's scale; the model reads them at its style_size, as in infer.py
+    styles = [_colour_matched(read_upload(path, max_size), content, preserve_color)
               for path in paintings]
     progress(0.5, desc="stylising")
     if model == "variational":

@@ -30,7 +30,7 @@ import torch
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm import tqdm
 
-from .images import ImageError, list_images, load_image, match_color, resize_max, save_grid, save_image
+from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
 from .metrics import METRICS, StyleMetrics
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
@@ -135,23 +135,22 @@ class OptimizeSystem:
 
 
 class ModelSystem:
-    """A shipped model or checkpoint; paintings are read at the model's own ``style_size`` when it has one
-    (unless the evaluation's ``style_size`` sets one for every system)."""
+    """A shipped model or checkpoint. It is handed the painting at the evaluation's size and reads it for its
+    style at its own ``style_size`` (``Stylizer.style_input``; ``style_size`` here overrides its card's)."""
 
     def __init__(self, spec: str, device, precision: str = "fp32", colour_shift: float | None = None,
-                 options: dict | None = None):
-        self.stylizer = load_stylizer(spec, device, precision, colour_shift=colour_shift, **(options or {}))
+                 options: dict | None = None, style_size: int | None = None):
+        self.stylizer = load_stylizer(spec, device, precision, colour_shift=colour_shift, style_size=style_size,
+                                      **(options or {}))
 
     def __call__(self, content, style, pair) -> torch.Tensor:
-        if self.stylizer.style_size:
-            style = resize_max(style, self.stylizer.style_size)
         return self.stylizer.stylize_large(content, style, tile=None)
 
 
 def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "fp32",
-                 colour_shift: float | None = None, model_options: dict | None = None):
-    """``spec`` (without label) -> ``callable(content, style, pair) -> 1x3xHxW image``; ``model_options`` go to
-    ``load_stylizer`` for checkpoints and shipped models (e.g. ``refine_steps``, ``swap_mode``)."""
+                 colour_shift: float | None = None, model_options: dict | None = None, style_size: int | None = None):
+    """``spec`` (without label) -> ``callable(content, style, pair) -> 1x3xHxW image``; ``model_options`` and
+    ``style_size`` go to ``load_stylizer`` for checkpoints and shipped models (e.g. ``refine_steps``, ``swap_mode``)."""
     if spec == "photo":
         return lambda content, style, pair: content
     if spec == "color_transfer":
@@ -162,7 +161,7 @@ def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "
         return OptimizeSystem(spec.split(":", 1)[1], max_iter, device)
     if spec.startswith("folder:"):
         return FolderSystem(spec.split(":", 1)[1])
-    return ModelSystem(spec, device, precision, colour_shift, model_options)
+    return ModelSystem(spec, device, precision, colour_shift, model_options, style_size)
 
 
 def parse_system(system: str) -> tuple[str, str]:
@@ -188,7 +187,8 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
     order, e.g. for figures that must not copy the inputs). Returns the summary rows. ``vgg_weights`` of the
     metrics: ``caffe``; other weights give other figures (tests use ``random``). ``style_size``: the
-    longer side of the paintings the systems see (default ``size``; the metrics always use ``size``).
+    longer side at which the systems read the paintings (default: a model's card, ``size`` for the others; the
+    metrics always use ``size``). Models are handed the paintings at ``size`` and read them at that scale.
     ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``); ``model_options``: their
     kind's options (``refine_steps``, ``swap_mode``, ...), for every model system."""
     if not pairs:
@@ -208,10 +208,11 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     painting_targets = {path: metrics.painting_target(image) for path, image in styles.items()}
     rows, summary = [], []
     for label, spec in labelled:
-        system = build_system(spec, device, max_iter, precision, colour_shift, model_options)
+        system = build_system(spec, device, max_iter, precision, colour_shift, model_options, style_size)
+        inputs = styles if isinstance(system, ModelSystem) else style_inputs
         outputs, failures = {}, []
         for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):
-            content, style = contents[pair.content].to(device), style_inputs[pair.style].to(device)
+            content, style = contents[pair.content].to(device), inputs[pair.style].to(device)
             start = time.perf_counter()
             try:
                 with torch.inference_mode(not spec.startswith("optimize:")):

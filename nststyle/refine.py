@@ -28,10 +28,13 @@ from .models.variational import VariationalStyleNet
 
 REFINE_PHOTOS = ("astronaut", "chelsea", "coffee")  # a face, an animal, an object
 REFINE_LR = 0.1
-# The photos are stylised at 2/3 of the painting's longer side: at the scale the style statistics of a
-# result at the painting's size are measured (the evaluation: photo and painting read at 384 px). Photos
-# as large as the painting gave a bolder code (content 1.14 against 1.11) at about the same style distance.
-PHOTO_SCALE = 2 / 3
+# The targets are the painting at the scale it is given, which callers make the output's (infer.py reads
+# photos and paintings at max_size, the evaluation at 384 px): a result's strokes have the pixel scale of the
+# decoder whatever the photo's size, so only the painting's scale sets the target. Against the painting at
+# the code's 192 px the same steps paint bolder for a worse style (docs/variational.md, session 9). The
+# photos are stylised at half the painting's longer side, at most ``MAX_PHOTO_SIZE``: the cost per step.
+PHOTO_SCALE = 1 / 2
+MAX_PHOTO_SIZE = 192
 
 
 def refine_photos(size: int, multiple: int = 8) -> list[torch.Tensor]:
@@ -51,12 +54,12 @@ def refine_style_code(net: VariationalStyleNet, metrics: StyleMetrics, painting:
     ``painting`` (``1x3xHxW``), each result's mean colour first moved ``colour_shift`` of the way to the
     painting's. The networks are left unchanged; ``bf16``: under bfloat16 autocast (CPUs with AVX512-BF16)."""
     with torch.inference_mode(False):  # callers may run under inference mode (the evaluation does)
-        return _refine(net, metrics, painting.clone(), w.clone(), steps, colour_shift, lr, bf16, progress)
+        return _refine(net, metrics, painting.clone(), w, steps, colour_shift, lr, bf16, progress)
 
 
 def _refine(net, metrics, painting, w, steps, colour_shift, lr, bf16, progress) -> torch.Tensor:
     device = painting.device
-    size = max(64, round(PHOTO_SCALE * max(painting.shape[-2:])))
+    size = min(MAX_PHOTO_SIZE, max(64, round(PHOTO_SCALE * max(painting.shape[-2:]))))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
         target = {name: _mean_std_vector(value) for name, value in metrics.encode(painting).items()

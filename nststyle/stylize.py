@@ -110,7 +110,8 @@ def check_swap_mode(swap_mode: str | None) -> str:
 
 
 def load_stylizer(path: str | Path, device: str | torch.device | None = None, precision: str = "fp32",
-                  compile: bool = False, colour_shift: float | None = None, **options) -> "Stylizer":
+                  compile: bool = False, colour_shift: float | None = None, style_size: int | None = None,
+                  **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
     ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast; normalisations, the
@@ -118,6 +119,8 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     on the first image and on each new size, then faster: for folders, the demo, video frames).
     ``colour_shift``: how far ``stylize_large`` moves a result's mean colour to its painting's (0: not at
     all, 1: onto it); None: what the model's card says (``nststyle.colour_shift``; 0 when it says nothing).
+    ``style_size``: the longer side the model reads a painting at for its style (``Stylizer.style_input``);
+    None: the card's (``nststyle.style_size``; as given when it says nothing).
     ``options`` go to that kind's ``from_checkpoint`` (e.g. ``patch_size``/``stride``/``swap_mode`` of the
     inverse network's swap); an option the kind does not take is an error, never silently ignored."""
     if precision not in PRECISIONS:
@@ -128,9 +131,16 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
         if precision != "fp32" or compile:
             raise StylizeError("precision= and compile= apply to checkpoints; an exported model runs as exported")
         stylizer = ExportedStylizer(path, **options)
-        if colour_shift is not None:
-            stylizer.colour_shift = float(colour_shift)
-        return stylizer
+    else:
+        stylizer = _checkpoint_stylizer(path, device, precision, compile, options)
+    if colour_shift is not None:
+        stylizer.colour_shift = float(colour_shift)
+    if style_size is not None:
+        stylizer.style_size = int(style_size)
+    return stylizer
+
+
+def _checkpoint_stylizer(path, device, precision: str, compile: bool, options: dict) -> "Stylizer":
     checkpoint = read_checkpoint(path)
     kind = checkpoint["nststyle"].get("kind")
     path = resolve(path)
@@ -144,8 +154,7 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
     stylizer.precision = precision
-    stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0) if colour_shift is None
-                                  else colour_shift)
+    stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0))
     if compile:
         for network in stylizer.networks():
             network.compile()
@@ -158,8 +167,8 @@ class Stylizer:
 
     kind = "base"
     multiple = 1
-    # longer side at which the model reads style images when the caller names none (the scale it was
-    # trained to read them at; a shipped model's card may set it); None: as given
+    # longer side at which the model reads a painting for its style (the scale it was trained to read them
+    # at; a shipped model's card may set it); None: as given. Callers hand paintings over at the output's scale.
     style_size: int | None = None
     precision = "fp32"
     # how far stylize_large moves a result's mean colour to its painting's (0-1; a model's card may set it)
@@ -171,6 +180,10 @@ class Stylizer:
     def networks(self) -> list[nn.Module]:
         """The modules ``compile`` hands to ``torch.compile`` (each in place, its ``forward``)."""
         return []
+
+    def style_input(self, style: torch.Tensor) -> torch.Tensor:
+        """``style`` as the model reads it for its style: at most ``style_size`` on its longer side."""
+        return resize_max(style, self.style_size)
 
     def autocast(self):
         """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16``."""
@@ -275,8 +288,9 @@ class VariationalStylizer(Stylizer):
             return self.net.decoder.synthesize(self.net.content_encoder(content.to(self.device)), w).float()
 
     def refined_code(self, style: torch.Tensor) -> torch.Tensor:
-        """The mapped code ``w`` of ``style`` after ``refine_steps`` steps of ``nststyle.refine``; computed once
-        per painting (the same pixels) and kept, so a folder of photos pays for it once."""
+        """The mapped code ``w`` of ``style`` after ``refine_steps`` steps of ``nststyle.refine``, against
+        ``style`` at the scale it is given (the output's); computed once per painting (the same pixels) and
+        kept, so a folder of photos pays for it once."""
         key = hashlib.blake2b(style.detach().cpu().float().numpy().tobytes(), digest_size=16).digest()
         key += repr(tuple(style.shape)).encode()
         if key not in self._refined:
@@ -285,7 +299,7 @@ class VariationalStylizer(Stylizer):
                     self._metrics = StyleMetrics(self.vgg_weights, self.device)
             style = style.to(self.device)
             with torch.no_grad(), self.autocast():
-                w = self.net.decoder.mapping(self.style_code(style)).float()
+                w = self.net.decoder.mapping(self.style_code(self.style_input(style))).float()
             self._refined[key] = refine_style_code(self.net, self._metrics, style, w, self.refine_steps,
                                                    self.colour_shift, bf16=self.precision == "bf16")
         return self._refined[key]
@@ -301,7 +315,7 @@ class VariationalStylizer(Stylizer):
                     own = self.net.decoder.mapping(self.style_code(resize_max(content, 1024))).float()
                 w = torch.lerp(own, w, alpha)
             return lambda tile: self.synthesize(tile, w)
-        z = self.style_code(style)
+        z = self.style_code(self.style_input(style))
         if alpha != 1.0:
             # alpha < 1 moves towards the content's own style code (its "style" as Es sees it); a large
             # photo is read at 1024 px for it: the whole of it through VGG would cost what tiles save
@@ -313,7 +327,7 @@ class VariationalStylizer(Stylizer):
         if self.refine_steps:  # the refined codes live past the mapping network: mix them there
             codes = torch.cat([self.refined_code(style) for style in styles])
             return self.synthesize(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
-        codes = torch.cat([self.style_code(style) for style in styles])
+        codes = torch.cat([self.style_code(self.style_input(style)) for style in styles])
         return self.decode(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
 
     def sample(self, content, count, seed=0, temperature=1.0):
@@ -327,7 +341,7 @@ class VariationalStylizer(Stylizer):
         if self.refine_steps:
             raise StylizeError("refine_steps applies to mode=stylize and mode=mix; interpolation walks the "
                                "encoder's codes (leave refine_steps unset)")
-        a, b = self.style_code(style_a), self.style_code(style_b)
+        a, b = (self.style_code(self.style_input(style)) for style in (style_a, style_b))
         mixer = slerp if method == "slerp" else torch.lerp
         return [self.decode(content, mixer(a, b, float(t))) for t in torch.linspace(0, 1, steps)]
 
@@ -387,7 +401,7 @@ class InverseStylizer(Stylizer):
     @torch.no_grad()
     def swap(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """The activations the decoder inverts (exposed separately so their cost can be timed)."""
-        return self._swapped(self.encode(content), self.encode(style), alpha)
+        return self._swapped(self.encode(content), self.encode(self.style_input(style)), alpha)
 
     def _swapped(self, content_features: torch.Tensor, style_features: torch.Tensor, alpha: float) -> torch.Tensor:
         swapped = style_swap(content_features, style_features, self.patch_size, self.stride, mode=self.swap_mode)
@@ -398,7 +412,7 @@ class InverseStylizer(Stylizer):
         return self.decode(self.swap(content, style, alpha))
 
     def styler(self, style, alpha=1.0, content=None):
-        style_features = self.encode(style)  # once, for every tile
+        style_features = self.encode(self.style_input(style))  # once, for every tile
         return lambda tile: self.decode(self._swapped(self.encode(tile), style_features, alpha))
 
 
@@ -445,6 +459,7 @@ class ExportedStylizer(Stylizer):
     def stylize(self, content, style, alpha=1.0):
         if alpha != 1.0:
             raise StylizeError("an exported model stylises at alpha=1 only")
+        style = self.style_input(style)
         if self.graph is not None:
             return self.graph(content=content, style=style)
         swapped = style_swap(self.encoder(image=content), self.encoder(image=style), self.patch_size, self.stride,
@@ -530,15 +545,16 @@ def _colour_matched(style: torch.Tensor, content: torch.Tensor, preserve_color: 
 
 
 def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0, preserve_color: bool = False,
-                max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256,
-                tile: int | None = 1024, tile_overlap: int = 128) -> Written:
+                max_size: int | None = 512, grid_size: int = 256, tile: int | None = 1024,
+                tile_overlap: int = 128) -> Written:
     """Every content file (or folder) x every style file. One pair writes exactly ``output``; several
     write ``<output stem>_<content>_<style>.<ext>`` plus a contact sheet (row per content:
     content, then one column per style, under a header row of the styles). Content images longer than
-    ``tile`` go through in overlapping tiles (``Stylizer.stylize_large``)."""
+    ``tile`` go through in overlapping tiles (``Stylizer.stylize_large``). Style images are read like the
+    content, at most ``max_size``: the model reads them at its ``style_size`` (``Stylizer.style_input``)."""
     start = time.perf_counter()
     contents = list_images(content)
-    style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
+    style_list = _style_images(styles, max_size)
     single = len(contents) == 1 and len(style_list) == 1
     written, sheet = Written(), [torch.ones(3, 8, 8)] + [style[0] for _, style in style_list]
     for content_path, image in _contents(content, stylizer, max_size, written, output, [p for p, _ in style_list]):
@@ -556,11 +572,11 @@ def run_stylize(stylizer: Stylizer, content, styles, output, alpha: float = 1.0,
 
 
 def run_mix(stylizer: Stylizer, content, styles, output, weights=None, preserve_color: bool = False,
-            max_size: int | None = 512, style_size: int | None = None, grid_size: int = 256) -> Written:
+            max_size: int | None = 512, grid_size: int = 256) -> Written:
     """One output per content with the weighted mixture of the styles' codes (equal weights by default), its
     mean colour shifted to the weighted mean of theirs as the model's ``colour_shift`` says."""
     start = time.perf_counter()
-    style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
+    style_list = _style_images(styles, max_size)
     weights = list(weights) if weights is not None else [1.0] * len(style_list)
     if len(weights) != len(style_list) or sum(weights) <= 0:
         raise StylizeError(f"mix: got {len(weights)} weight(s) for {len(style_list)} style(s); weights must sum > 0")
@@ -595,11 +611,10 @@ def run_sample(stylizer: Stylizer, content, output, count: int = 6, seed: int = 
 
 
 def run_interpolate(stylizer: Stylizer, content, styles, output, steps: int = 5, method: str = "slerp",
-                    preserve_color: bool = False, max_size: int | None = 512, style_size: int | None = None,
-                    grid_size: int = 256) -> Written:
+                    preserve_color: bool = False, max_size: int | None = 512, grid_size: int = 256) -> Written:
     """From the first style to the second in ``steps`` images; the strip is ``style A | steps | style B``."""
     start = time.perf_counter()
-    style_list = _style_images(styles, style_size or stylizer.style_size or max_size)
+    style_list = _style_images(styles, max_size)
     if len(style_list) != 2:
         raise StylizeError(f"interpolate needs exactly two style images, got {len(style_list)}")
     if steps < 2:

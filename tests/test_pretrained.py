@@ -179,7 +179,14 @@ def test_every_kind_reads_paintings_at_the_style_size_its_file_names(kind, tmp_p
     assert load_stylizer(tiny_checkpoint if kind == "variational" else inverse_checkpoint, "cpu").style_size is None
     checkpoint["nststyle"]["style_size"] = 48
     torch.save(checkpoint, tmp_path / "card.pt")
-    assert load_stylizer(tmp_path / "card.pt", "cpu").style_size == 48
+    stylizer = load_stylizer(tmp_path / "card.pt", "cpu")
+    assert stylizer.style_size == 48 and load_stylizer(tmp_path / "card.pt", "cpu", style_size=64).style_size == 64
+    # handed a painting at any scale, the model reads it for its style at its style_size
+    torch.manual_seed(0)
+    content, painting = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 96, 120)
+    torch.testing.assert_close(stylizer.stylize(content, painting), stylizer.stylize(content, resize_max(painting, 48)))
+    assert (stylizer.stylize(content, painting) - load_stylizer(tiny_checkpoint if kind == "variational" else
+            inverse_checkpoint, "cpu").stylize(content, painting)).abs().max() > 1e-4  # read as given without one
 
 
 @pytest.mark.parametrize("weights", SHIPPED, ids=lambda w: w.name.lower())
