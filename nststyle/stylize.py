@@ -308,18 +308,19 @@ class VariationalStylizer(Stylizer):
         return self.styler(style, alpha, content)(content)
 
     def styler(self, style, alpha=1.0, content=None):
+        # alpha < 1 moves towards the content's own style code (its "style" as Es sees it), read like a
+        # painting; a large photo without a style_size is read at 1024 px: all of it through VGG would cost
+        # what tiles save
+        own = None if alpha == 1.0 else self.style_code(resize_max(self.style_input(content), 1024))
         if self.refine_steps:
             w = self.refined_code(style)
-            if alpha != 1.0:
+            if own is not None:
                 with torch.no_grad(), self.autocast():
-                    own = self.net.decoder.mapping(self.style_code(resize_max(content, 1024))).float()
-                w = torch.lerp(own, w, alpha)
+                    w = torch.lerp(self.net.decoder.mapping(own).float(), w, alpha)
             return lambda tile: self.synthesize(tile, w)
         z = self.style_code(self.style_input(style))
-        if alpha != 1.0:
-            # alpha < 1 moves towards the content's own style code (its "style" as Es sees it); a large
-            # photo is read at 1024 px for it: the whole of it through VGG would cost what tiles save
-            z = torch.lerp(self.style_code(resize_max(content, 1024)), z, alpha)
+        if own is not None:
+            z = torch.lerp(own, z, alpha)
         return lambda tile: self.decode(tile, z)
 
     def mix(self, content, styles, weights):
