@@ -9,9 +9,10 @@ scikit-image's (``REFINE_PHOTOS``), never the one being stylised, so the code be
 serves every photo stylised with it afterwards (``VariationalStylizer`` keeps it per painting).
 
 Measured with the shipped model (``python infer.py mode=evaluate systems=[variational] refine_steps=40``;
-42 held-back pairs, 384 px, paintings at the card's 192 px): content / style / Gram / W2 1.096 / 0.106 /
-0.301 / 0.218 against 1.084 / 0.117 / 0.329 / 0.230 with the encoder's codes (the Magenta model: 1.140 /
-0.088 / 0.271 / 0.204). It costs ~30 s per painting on one CPU thread, then 0.23 s per photo as before.
+42 held-back pairs, 384 px; the code read from the painting at the card's 192 px, the targets from it at
+384 px): content / style / Gram / W2 1.012 / 0.101 / 0.282 / 0.213 against 1.084 / 0.117 / 0.329 / 0.230 with
+the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204). It costs ~67 s per painting on one
+CPU thread (~40 s with ``precision=bf16``: 1.013 / 0.102), then 0.21 s per photo as before.
 """
 from __future__ import annotations
 
