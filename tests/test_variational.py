@@ -10,6 +10,7 @@ from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gr
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
                                          StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
                                          channel_mean_std)
+from nststyle.stylize import load_stylizer
 
 TINY = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
             mapping_hidden=16)
@@ -332,3 +333,14 @@ def test_colour_shift_scores_the_output_with_the_paintings_mean_colour_and_goes_
     plain_checkpoint = {"state_dict": VariationalStyleTransfer(net=TINY, vgg_weights="random").state_dict()}
     VariationalStyleTransfer(net=TINY, vgg_weights="random").on_save_checkpoint(plain_checkpoint)
     assert "colour_shift" not in plain_checkpoint["nststyle"]
+
+
+def test_the_style_size_inference_reads_paintings_at_goes_on_the_checkpoint(tmp_path):
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", style_size=48)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "run.ckpt")
+    assert load_stylizer(tmp_path / "run.ckpt", "cpu").style_size == 48  # as a shipped model's card would say
+    plain_checkpoint = {"state_dict": VariationalStyleTransfer(net=TINY, vgg_weights="random").state_dict()}
+    VariationalStyleTransfer(net=TINY, vgg_weights="random").on_save_checkpoint(plain_checkpoint)
+    assert "style_size" not in plain_checkpoint["nststyle"]

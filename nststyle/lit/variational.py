@@ -109,6 +109,8 @@ class VariationalStyleTransfer(pl.LightningModule):
         colour_shift: score the output after moving its mean RGB by this much onto the painting's, as
             inference does with a model card's ``colour_shift`` (``images.shift_mean_colour``): the network
             then spends nothing on the mean colour that the shift sets anyway. 0: score it as it is.
+        style_size: the longer side at which inference reads paintings for their code (written into
+            checkpoints, like a shipped model's card: ``Stylizer.style_input``). None: as given.
     """
 
     model_kind = "variational"
@@ -118,7 +120,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                  content_layer: str = CONTENT_LAYER, vgg_weights: str = "caffe", content_weight: float = 1.0,
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
-                 prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0):
+                 prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
+                 style_size: int | None = None):
         super().__init__()
         net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
         if style_dim is not None:
@@ -133,7 +136,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
-                                   "colour_shift": colour_shift})
+                                   "colour_shift": colour_shift, "style_size": style_size})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -237,6 +240,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                                   "vgg_weights": self.hparams.vgg_weights}
         if self.hparams.get("colour_shift"):  # trained through the shift: inference applies it too
             checkpoint["nststyle"]["colour_shift"] = self.hparams.colour_shift
+        if self.hparams.get("style_size"):
+            checkpoint["nststyle"]["style_size"] = self.hparams.style_size
         if self.run_config is not None:
             checkpoint["config"] = self.run_config
 
