@@ -344,3 +344,23 @@ def test_the_style_size_inference_reads_paintings_at_goes_on_the_checkpoint(tmp_
     plain_checkpoint = {"state_dict": VariationalStyleTransfer(net=TINY, vgg_weights="random").state_dict()}
     VariationalStyleTransfer(net=TINY, vgg_weights="random").on_save_checkpoint(plain_checkpoint)
     assert "style_size" not in plain_checkpoint["nststyle"]
+
+
+def test_style_code_scale_feeds_the_encoder_a_smaller_painting_and_scores_against_the_full_one(monkeypatch):
+    torch.manual_seed(0)
+    module = VariationalStyleTransfer(net={**TINY, "style_encoder": "vgg"}, vgg_weights="random",
+                                      style_code_scale=0.5)
+    read, scored = [], []
+    original_net, original_loss = module.net.forward, module.style_loss.set_target
+    monkeypatch.setattr(module.net, "forward", lambda content, style, features=None: read.append(
+        (style.shape, None if features is None else next(iter(features.values())).shape))
+        or original_net(content, style, features))
+    monkeypatch.setattr(module.style_loss, "set_target", lambda features: scored.append(
+        next(iter(features.values())).shape) or original_loss(features))
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 64, 64)
+    terms = module.losses(content, style)
+    terms["loss"].backward()
+    (code_shape, feature_shape), = read
+    assert code_shape[-2:] == (32, 32) and feature_shape[-1] == 32  # Es: the painting at half its size
+    assert scored[0][-1] == 64  # the loss: the painting as it came
+    assert torch.isfinite(terms["loss"]) and any(p.grad is not None for p in module.net.style_encoder.parameters())

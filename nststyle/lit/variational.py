@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import mean_colour, shift_mean_colour
@@ -111,6 +112,9 @@ class VariationalStyleTransfer(pl.LightningModule):
             then spends nothing on the mean colour that the shift sets anyway. 0: score it as it is.
         style_size: the longer side at which inference reads paintings for their code (written into
             checkpoints, like a shipped model's card: ``Stylizer.style_input``). None: as given.
+        style_code_scale: the style encoder reads the painting crop resized by this factor, while the
+            style loss scores against it as it is: inference reads paintings smaller (``style_size``) than
+            the scale their strokes should have in the output. 1: both read the crop as it is.
     """
 
     model_kind = "variational"
@@ -121,7 +125,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
-                 style_size: int | None = None):
+                 style_size: int | None = None, style_code_scale: float = 1.0):
         super().__init__()
         net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
         if style_dim is not None:
@@ -136,7 +140,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
-                                   "colour_shift": colour_shift, "style_size": style_size})
+                                   "colour_shift": colour_shift, "style_size": style_size,
+                                   "style_code_scale": style_code_scale})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -166,7 +171,11 @@ class VariationalStyleTransfer(pl.LightningModule):
             self.content_loss.set_target(content_features)
             self.style_loss.set_target(style_features)
         shared_vgg = self.hparams.net.get("style_vgg_weights") == self.hparams.vgg_weights
-        output, mu, logvar = self.net(content, style, style_features if shared_vgg else None)
+        code_input = self.code_input(style)
+        if code_input is not style and shared_vgg:
+            with torch.no_grad():
+                style_features = self.vgg(code_input)
+        output, mu, logvar = self.net(content, code_input, style_features if shared_vgg else None)
         if self.hparams.colour_shift:
             output = shift_mean_colour(output, mean_colour(style), self.hparams.colour_shift)
         features = self.vgg(output)
@@ -183,6 +192,13 @@ class VariationalStyleTransfer(pl.LightningModule):
         terms["mu_norm"] = mu.detach().float().norm(dim=1).mean()
         terms["sigma"] = (0.5 * logvar.detach().float()).exp().mean()
         return terms
+
+    def code_input(self, style: torch.Tensor) -> torch.Tensor:
+        """The paintings as the style encoder reads them (``style_code_scale``)."""
+        scale = self.hparams.get("style_code_scale", 1.0)
+        if scale == 1.0:
+            return style
+        return F.interpolate(style, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False)
 
     def training_step(self, batch, batch_idx):
         content, style = batch
@@ -205,7 +221,7 @@ class VariationalStyleTransfer(pl.LightningModule):
         if len(content) > 1:
             # Posterior-collapse check: outputs decoded with another pair's code, scored against this
             # pair's style. style_gain = style_shuffled / style stays at 1 while the code is ignored.
-            mu, _ = self.net.encode_style(style)
+            mu, _ = self.net.encode_style(self.code_input(style))
             terms["style_shuffled"] = self.style_loss(self.vgg(self.net.decode(content, mu.roll(1, 0))))
             terms["style_gain"] = terms["style_shuffled"] / terms["style"]
         self.log_dict({f"val/{name}": value for name, value in terms.items()}, batch_size=len(content),
@@ -221,7 +237,7 @@ class VariationalStyleTransfer(pl.LightningModule):
     # -- inference helpers used by the image-grid callback -----------------------------------------
     @torch.no_grad()
     def stylize(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.net.encode_style(style)
+        mu, _ = self.net.encode_style(self.code_input(style))
         output = self.net.decode(content, mu)
         if self.hparams.colour_shift:
             output = shift_mean_colour(output, mean_colour(style), self.hparams.colour_shift)
