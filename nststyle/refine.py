@@ -10,9 +10,10 @@ serves every photo stylised with it afterwards (``VariationalStylizer`` keeps it
 
 Measured with the shipped model (``python infer.py mode=evaluate systems=[variational] refine_steps=40``;
 42 held-back pairs, 384 px; the code read from the painting at the card's 192 px, the targets from it at
-384 px): content / style / Gram / W2 1.012 / 0.101 / 0.282 / 0.213 against 1.084 / 0.117 / 0.329 / 0.230 with
-the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204). It costs ~67 s per painting on one
-CPU thread (~40 s with ``precision=bf16``: 1.013 / 0.102), then 0.21 s per photo as before.
+384 px): content / style / Gram / W2 0.998 / 0.102 / 0.281 / 0.213 against 1.084 / 0.117 / 0.329 / 0.230 with
+the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204). It costs ~40 s per painting on one
+CPU thread under bfloat16 autocast (what ``VariationalStylizer`` uses where the CPU has AVX512-BF16; ~67 s in
+float32, for 1.012 / 0.101), then 0.23 s per photo as before.
 """
 from __future__ import annotations
 

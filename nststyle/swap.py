@@ -162,17 +162,15 @@ APPROXIMATE_CHUNK_ELEMENTS = 1 << 23  # first-stage scores held at once (16 MB i
 EXACT_SCORE_CHUNK = 256      # content patches whose candidates are gathered at once in the second stage
 
 
-def _first_stage_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where matrix products run natively in it (CUDA; CPUs with AVX512-BF16 or AMX, where they are
-    2-2.5x faster than float32), else float32. The first stage only ranks; the exact scores decide."""
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether matrix products and convolutions run natively in bfloat16 on ``device`` (CUDA; CPUs with
+    AVX512-BF16 or AMX, where they are 2-2.5x faster than float32)."""
     if device.type == "cuda":
-        return torch.bfloat16
+        return True
     try:
-        if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
-        pass
-    return torch.float32
+        return False
 
 
 def _principal_directions(samples: torch.Tensor, count: int) -> torch.Tensor:
@@ -237,7 +235,8 @@ def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: t
     members = -(-n_style // groups)
     # member m of group g is row m * groups + g of the table; the few padding rows repeat the first patches
     keys = torch.cat([keys, keys[:, : members * groups - n_style]], 1)
-    dtype = _first_stage_dtype(content.device)
+    # the first stage only ranks (bfloat16 where it is fast); the exact scores decide
+    dtype = torch.bfloat16 if bf16_is_fast(content.device) else torch.float32
     table, queries = keys.t().to(dtype).contiguous(), queries.t().to(dtype).contiguous()
     per_chunk = min(n_content, chunk_size or max(1, APPROXIMATE_CHUNK_ELEMENTS // (members * groups)))
     member_offsets = torch.arange(members, device=content.device) * groups
