@@ -4,7 +4,8 @@
     python -m nststyle.demo --port 7861   # the same page without Hydra
 
 Upload a photo and one or more paintings (or pick an example from the embedded sample set), choose the
-shipped ``variational`` model (strength, a mix of two paintings, styles sampled from its prior by seed),
+shipped ``variational`` model (strength, a mix of two paintings, styles sampled from its prior by seed, the
+quality mode that refines each painting's code once: ``nststyle.refine``),
 the shipped ``inverse`` network, or optimisation with a loss of the zoo, and download the PNG. The server
 listens on the loopback interface only, makes no share link and sends no telemetry: nothing leaves the
 machine. Bad uploads show nststyle's own one-line ``ImageError`` on the page and the server goes on.
@@ -63,10 +64,16 @@ USER_ERRORS = (ImageError, StylizeError, WeightsUnavailableError, FloatingPointE
 RUNTIME = {"device": None, "precision": "fp32"}
 
 
+# the quality mode's steps per painting (nststyle.refine: ~40 s on one CPU thread, then kept for every photo)
+REFINE_STEPS = 40
+
+
 @functools.lru_cache(maxsize=None)
-def cached_stylizer(name: str) -> Stylizer:
-    """A shipped model, loaded once per server (a few seconds each) and kept for every request."""
-    return load_stylizer(name, RUNTIME["device"], RUNTIME["precision"])
+def cached_stylizer(name: str, refine_steps: int = 0) -> Stylizer:
+    """A shipped model, loaded once per server (a few seconds each) and kept for every request, with the
+    paintings' refined codes when ``refine_steps``."""
+    options = {"refine_steps": refine_steps} if refine_steps else {}
+    return load_stylizer(name, RUNTIME["device"], RUNTIME["precision"], **options)
 
 
 def shown_on_page(handler):
@@ -121,15 +128,14 @@ def variational_result(stylizer: Stylizer, content, styles, strength: float, mix
     does."""
     weights = painting_weights(len(styles), mix)
     weights = [strength * weight / sum(weights) for weight in weights]
-    if strength < 1:
-        styles, weights = [*styles, content], [*weights, 1 - strength]
-    return stylizer.shift_colour(stylizer.mix(content, styles, weights), styles, weights)
+    result = stylizer.mix(content, styles, weights, own_weight=1 - strength)
+    return stylizer.shift_colour(result, [*styles, content], [*weights, 1 - strength])
 
 
 def feedforward_result(model: str, photo: str, paintings: list[str], strength: float, mix: float,
-                       preserve_color: bool, max_size: int, progress) -> torch.Tensor:
+                       preserve_color: bool, max_size: int, progress, refine: bool = False) -> torch.Tensor:
     progress(0, desc=f"loading the {model} model")
-    stylizer = cached_stylizer(model)
+    stylizer = cached_stylizer(model, REFINE_STEPS if refine and model == "variational" else 0)
     content = read_upload(photo, max_size, stylizer.multiple)
     # paintings come at the photo's scale; the model reads them at its style_size, as in infer.py
     styles = [_colour_matched(read_upload(path, max_size), content, preserve_color)
@@ -165,7 +171,7 @@ def summary(image: torch.Tensor, what: str, start: float) -> str:
 @shown_on_page
 def stylize(photo: str | None, paintings: list[str] | None, model: str = "variational", loss: str = "w2",
             iterations: int = 50, strength: float = 1.0, mix: float = 0.5, preserve_color: bool = False,
-            max_size: int = 512, progress=gr.Progress()):
+            max_size: int = 512, refine: bool = False, progress=gr.Progress(track_tqdm=True)):
     """The Stylise button: (the result as a PIL image, a one-line summary)."""
     start = time.perf_counter()
     photo, paintings = needs_photo(photo), needs_paintings(paintings)
@@ -173,8 +179,9 @@ def stylize(photo: str | None, paintings: list[str] | None, model: str = "variat
         result = optimized_result(photo, paintings, loss, iterations, preserve_color, max_size, progress)
         what = f"optimisation, {loss} loss, {int(iterations)} iterations at most"
     else:
-        result = feedforward_result(model, photo, paintings, strength, mix, preserve_color, max_size, progress)
-        what = f"{model} model"
+        result = feedforward_result(model, photo, paintings, strength, mix, preserve_color, max_size, progress,
+                                    refine)
+        what = f"{model} model" + (", refined codes" if refine and model == "variational" else "")
     return as_picture(result), summary(result, what, start)
 
 
@@ -215,9 +222,9 @@ def preview(photo: str | None, paintings: list[str] | None) -> list[tuple[str, s
 
 
 def model_options(model: str) -> list:
-    """Visibility of (loss, iterations, strength, mix, seed, sample): the controls that apply to ``model``."""
+    """Visibility of (loss, iterations, strength, mix, refine, seed, sample): the controls that apply to ``model``."""
     optimizing, variational = model == "optimize", model == "variational"
-    shown = (optimizing, optimizing, not optimizing, variational, variational, variational)
+    shown = (optimizing, optimizing, not optimizing, variational, variational, variational, variational)
     return [gr.update(visible=visible) for visible in shown]
 
 
@@ -261,6 +268,8 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
                                        label="Iterations (1-3 s each at 512 px on one CPU core)")
                 strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (0: the photo's own style)")
                 mix = gr.Slider(0, 1, value=0.5, step=0.05, label="Two paintings: first (0) ↔ second (1)")
+                refine = gr.Checkbox(label=f"Quality mode: refine each painting's code ({REFINE_STEPS} steps, "
+                                           "~40 s per new painting on one CPU core, then kept)", elem_id="refine")
                 preserve_color = gr.Checkbox(label="Keep the photo's colours")
                 size = gr.Slider(64, 1024, value=max_size, step=32, label="Working size (longer side, px)")
                 run = gr.Button("Stylise", variant="primary", elem_id="stylise")
@@ -276,9 +285,9 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
         for upload in (photo, paintings):
             upload.upload(warn_unreadable, upload)
             upload.change(preview, [photo, paintings], thumbnails)
-        model.change(model_options, model, [loss, iterations, strength, mix, seed, sample])
+        model.change(model_options, model, [loss, iterations, strength, mix, refine, seed, sample])
         # one queue for both buttons: they share the CPU, and results arrive in the order they were asked for
-        run.click(stylize, [photo, paintings, model, loss, iterations, strength, mix, preserve_color, size],
+        run.click(stylize, [photo, paintings, model, loss, iterations, strength, mix, preserve_color, size, refine],
                   [result, status], concurrency_id=COMPUTE_QUEUE)
         sample.click(sample_style, [photo, seed, size], [result, status, seed], concurrency_id=COMPUTE_QUEUE)
     return demo

@@ -226,7 +226,7 @@ class Stylizer:
     def _unsupported(self, mode: str):
         raise StylizeError(f"mode={mode} needs a model with a style latent space; this checkpoint is a {self.kind!r} model")
 
-    def mix(self, content, styles, weights):
+    def mix(self, content, styles, weights, own_weight=0.0):
         self._unsupported("mix")
 
     def sample(self, content, count, seed=0, temperature=1.0):
@@ -309,11 +309,14 @@ class VariationalStylizer(Stylizer):
     def stylize(self, content, style, alpha=1.0):
         return self.styler(style, alpha, content)(content)
 
+    def own_code(self, content: torch.Tensor) -> torch.Tensor:
+        """The photo's own style code (its "style" as Es sees it, never refined), read like a painting; a
+        large photo without a ``style_size`` is read at 1024 px: all of it through VGG would cost what tiles save."""
+        return self.style_code(resize_max(self.style_input(content), 1024))
+
     def styler(self, style, alpha=1.0, content=None):
-        # alpha < 1 moves towards the content's own style code (its "style" as Es sees it), read like a
-        # painting; a large photo without a style_size is read at 1024 px: all of it through VGG would cost
-        # what tiles save
-        own = None if alpha == 1.0 else self.style_code(resize_max(self.style_input(content), 1024))
+        # alpha < 1 moves towards the photo's own code
+        own = None if alpha == 1.0 else self.own_code(content)
         if self.refine_steps:
             w = self.refined_code(style)
             if own is not None:
@@ -325,13 +328,18 @@ class VariationalStylizer(Stylizer):
             z = torch.lerp(own, z, alpha)
         return lambda tile: self.decode(tile, z)
 
-    def mix(self, content, styles, weights):
-        weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+    def mix(self, content, styles, weights, own_weight: float = 0.0):
+        """``content`` with the weighted mean of the paintings' codes; ``own_weight`` > 0 adds the photo's own
+        code (``own_code``) with that weight: for one painting, ``stylize`` at ``alpha = w / (w + own_weight)``."""
+        weights = torch.as_tensor([*weights, own_weight], dtype=torch.float32, device=self.device)
+        own = [self.own_code(content)] if own_weight else []
         if self.refine_steps:  # the refined codes live past the mapping network: mix them there
-            codes = torch.cat([self.refined_code(style) for style in styles])
-            return self.synthesize(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
-        codes = torch.cat([self.style_code(self.style_input(style)) for style in styles])
-        return self.decode(content, (weights[:, None] * codes).sum(0, keepdim=True) / weights.sum())
+            with torch.no_grad(), self.autocast():
+                own = [self.net.decoder.mapping(code).float() for code in own]
+            codes = torch.cat([self.refined_code(style) for style in styles] + own)
+            return self.synthesize(content, (weights[: len(codes), None] * codes).sum(0, keepdim=True) / weights.sum())
+        codes = torch.cat([self.style_code(self.style_input(style)) for style in styles] + own)
+        return self.decode(content, (weights[: len(codes), None] * codes).sum(0, keepdim=True) / weights.sum())
 
     def sample(self, content, count, seed=0, temperature=1.0):
         generator = torch.Generator().manual_seed(seed)

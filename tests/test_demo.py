@@ -24,6 +24,7 @@ from nststyle.images import load_image
 from test_bad_inputs import assert_one_line_error, png_header_only
 
 gr = pytest.importorskip("gradio", reason="the web demo needs gradio: pip install -e '.[demo]'")
+import nststyle.stylize  # noqa: E402
 from nststyle import demo  # noqa: E402  (after the skip: it needs gradio)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +138,22 @@ def test_mix_and_strength_are_the_library_operations(inputs, tmp_path):
     style = load_image(painting)[None]  # the model reads it at its style_size
     expected = stylizer.stylize_large(content, style, alpha=0.4, tile=None)  # with the model's colour shift
     assert torch.allclose(demo.variational_result(stylizer, content, [style], 0.4, 0.5), expected, atol=1e-4)
+
+
+def test_the_quality_mode_refines_each_painting_once_and_never_the_photo(inputs, monkeypatch):
+    photo, painting = inputs
+    monkeypatch.setattr(demo, "REFINE_STEPS", 2)
+    refined = []
+    original = nststyle.stylize.refine_style_code
+    monkeypatch.setattr(nststyle.stylize, "refine_style_code",
+                        lambda *args, **kwargs: refined.append(1) or original(*args, **kwargs))
+    plain, _ = demo.stylize(str(photo), [str(painting)], max_size=64, strength=0.6)
+    first, summary = demo.stylize(str(photo), [str(painting)], max_size=64, strength=0.6, refine=True)
+    again, _ = demo.stylize(str(photo), [str(painting)], max_size=64, strength=0.6, refine=True)
+    assert "refined codes" in summary and len(refined) == 1  # the painting once; the photo's own code never
+    assert np.array_equal(pixels(first), pixels(again))
+    assert np.abs(pixels(first) - pixels(plain)).mean() > 1e-3  # the refined code paints differently
+    assert first.size == plain.size
 
 
 def test_a_seed_names_a_style(inputs):
