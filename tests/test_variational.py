@@ -335,15 +335,18 @@ def test_colour_shift_scores_the_output_with_the_paintings_mean_colour_and_goes_
     assert "colour_shift" not in plain_checkpoint["nststyle"]
 
 
-def test_the_style_size_inference_reads_paintings_at_goes_on_the_checkpoint(tmp_path):
-    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", style_size=48)
+def test_the_card_of_inference_settings_goes_on_the_checkpoint(tmp_path):
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", card={"style_size": 48, "colour_shift": 0.5})
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "run.ckpt")
-    assert load_stylizer(tmp_path / "run.ckpt", "cpu").style_size == 48  # as a shipped model's card would say
+    stylizer = load_stylizer(tmp_path / "run.ckpt", "cpu")  # as a shipped model's card would say
+    assert stylizer.style_size == 48 and stylizer.colour_shift == 0.5
     plain_checkpoint = {"state_dict": VariationalStyleTransfer(net=TINY, vgg_weights="random").state_dict()}
     VariationalStyleTransfer(net=TINY, vgg_weights="random").on_save_checkpoint(plain_checkpoint)
-    assert "style_size" not in plain_checkpoint["nststyle"]
+    assert "style_size" not in plain_checkpoint["nststyle"] and "colour_shift" not in plain_checkpoint["nststyle"]
+    with pytest.raises(ValueError, match="unknown card entries \\['style_szie'\\]"):
+        VariationalStyleTransfer(net=TINY, vgg_weights="random", card={"style_szie": 48})
 
 
 def test_style_code_scale_feeds_the_encoder_a_smaller_painting_and_scores_against_the_full_one(monkeypatch):

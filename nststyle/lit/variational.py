@@ -94,6 +94,10 @@ def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
     return True
 
 
+# the inference settings a checkpoint may carry, as shipped files do (nststyle.pretrained)
+CARD_KEYS = ("style_size", "colour_shift")
+
+
 class VariationalStyleTransfer(pl.LightningModule):
     """Args:
         net: ``VariationalStyleNet`` keyword arguments (widths, depths, norms).
@@ -110,10 +114,11 @@ class VariationalStyleTransfer(pl.LightningModule):
         colour_shift: score the output after moving its mean RGB by this much onto the painting's, as
             inference does with a model card's ``colour_shift`` (``images.shift_mean_colour``): the network
             then spends nothing on the mean colour that the shift sets anyway. 0: score it as it is.
-        style_size: the longer side at which inference reads paintings for their code (written into
-            checkpoints, like a shipped model's card: ``Stylizer.style_input``). None: as given.
+        card: what inference reads from the checkpoint, as from a shipped file's card (``CARD_KEYS``:
+            ``style_size``, the longer side paintings are read at for their code; ``colour_shift``, how far
+            results move to the painting's mean colour; see ``nststyle.stylize.load_stylizer``).
         style_code_scale: the style encoder reads the painting crop resized by this factor, while the
-            style loss scores against it as it is: inference reads paintings smaller (``style_size``) than
+            style loss scores against it as it is: inference reads paintings smaller (``card.style_size``) than
             the scale their strokes should have in the output. 1: both read the crop as it is.
     """
 
@@ -125,8 +130,11 @@ class VariationalStyleTransfer(pl.LightningModule):
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
-                 style_size: int | None = None, style_code_scale: float = 1.0):
+                 card: dict | None = None, style_code_scale: float = 1.0):
         super().__init__()
+        unknown = sorted(set(card or {}) - set(CARD_KEYS))
+        if unknown:
+            raise ValueError(f"unknown card entries {unknown}: a checkpoint's card takes {', '.join(CARD_KEYS)}")
         net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
         if style_dim is not None:
             net["style_dim"] = style_dim
@@ -140,7 +148,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
-                                   "colour_shift": colour_shift, "style_size": style_size,
+                                   "colour_shift": colour_shift, "card": plain(card or {}),
                                    "style_code_scale": style_code_scale})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
@@ -256,8 +264,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                                   "vgg_weights": self.hparams.vgg_weights}
         if self.hparams.get("colour_shift"):  # trained through the shift: inference applies it too
             checkpoint["nststyle"]["colour_shift"] = self.hparams.colour_shift
-        if self.hparams.get("style_size"):
-            checkpoint["nststyle"]["style_size"] = self.hparams.style_size
+        checkpoint["nststyle"].update(self.hparams.get("card") or {})
         if self.run_config is not None:
             checkpoint["config"] = self.run_config
 
