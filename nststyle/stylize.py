@@ -125,6 +125,8 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     inverse network's swap); an option the kind does not take is an error, never silently ignored."""
     if precision not in PRECISIONS:
         raise StylizeError(f"unknown precision {precision!r}: {' or '.join(PRECISIONS)}")
+    if style_size is not None and int(style_size) < 16:
+        raise StylizeError(f"style_size is the longer side paintings are read at, in pixels (16 or more), got {style_size}")
     if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
         if not Path(path).is_file():
             raise StylizeError(f"exported model not found: {path}")

@@ -181,6 +181,8 @@ def test_every_kind_reads_paintings_at_the_style_size_its_file_names(kind, tmp_p
     torch.save(checkpoint, tmp_path / "card.pt")
     stylizer = load_stylizer(tmp_path / "card.pt", "cpu")
     assert stylizer.style_size == 48 and load_stylizer(tmp_path / "card.pt", "cpu", style_size=64).style_size == 64
+    with pytest.raises(StylizeError, match="style_size is the longer side"):
+        load_stylizer(tmp_path / "card.pt", "cpu", style_size=0)
     # handed a painting at any scale, the model reads it for its style at its style_size
     torch.manual_seed(0)
     content, painting = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 96, 120)
