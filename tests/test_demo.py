@@ -200,15 +200,19 @@ def free_port() -> int:
 
 
 def wait_until_served(url: str, server: subprocess.Popen, log: Path) -> None:
+    """Until the page answers and the server has printed its start-up line (which it does once gradio's
+    launch returns, a moment after the page first answers: a user acts on the line)."""
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
             pytest.fail(f"the demo server exited with {server.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                if "nststyle demo: " in log.read_text():
+                    return
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     pytest.fail(f"the demo server did not answer in {SERVER_START_SECONDS} s:\n{log.read_text()}")
 
 
