@@ -79,9 +79,21 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     defaults = {name: parameter.default for name, parameter in inspect.signature(type(model.net)).parameters.items()}
     source_net, run_net = {**defaults, **info["net"]}, {**defaults, **model.hparams.net}
     differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
-    if differing:
+    # a deeper bottleneck grows from the source: its extra blocks start as the identity (the same function)
+    grown = (differing == ["bottleneck_blocks"] and info.get("kind") == "variational"
+             and run_net["bottleneck_blocks"] > source_net["bottleneck_blocks"])
+    if differing and not grown:
         raise ConfigError(f"init_from={source}: the network differs in {', '.join(differing)} "
                           f"(set model.net.<key> as in the source, e.g. {differing[0]}={source_net[differing[0]]})")
+    if grown:
+        new_blocks = model.net.decoder.bottleneck[source_net["bottleneck_blocks"]:]
+        state = {**{f"net.{key}": value for key, value in model.net.state_dict().items()}, **checkpoint["state_dict"]}
+        load_net_state(model.net, state)
+        for block in new_blocks:
+            block.start_as_identity()
+        print(f"init_from={source}: bottleneck grown from {source_net['bottleneck_blocks']} to "
+              f"{run_net['bottleneck_blocks']} blocks (the new ones start as the identity)", file=sys.stderr)
+        return
     load_net_state(model.net, checkpoint["state_dict"])
 
 

@@ -48,6 +48,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import swap_kernel
+
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores (128 MB) per band, in each of two buffers
 
 
@@ -123,6 +125,9 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
     content_pixels = content.flatten(2).transpose(1, 2)  # B x HW x C
     best_score = content.new_full((batch, height * width), -float("inf"))
     best_index = torch.zeros(batch, height * width, dtype=torch.long, device=content.device)
+    # the C scoring pass (one read of the products instead of 2k + 2 passes) where it applies
+    use_kernel = (content.device.type == "cpu" and content.dtype == style.dtype == torch.float32
+                  and swap_kernel.available())
     products = shifted = None
     for first in range(0, dense_rows, rows_per_band):
         rows = min(rows_per_band, dense_rows - first)
@@ -130,9 +135,15 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
         length = band.shape[-1]
         if products is None or products.shape[-1] != length:
             products = content.new_empty(batch, height * width, length)
-            shifted = torch.empty_like(products)
+            shifted = None if use_kernel else torch.empty_like(products)
         # products[b, p, q] = <content pixel p, band pixel q>
         torch.matmul(content_pixels, band, out=products)
+        if use_kernel:
+            for item in range(batch):
+                norms = weight[item if weight.shape[0] > 1 else 0, first * style_width:]
+                swap_kernel.score_band(products[item], norms, best_score[item], best_index[item], width, style_width,
+                                       k, s, rows, first, cols_s)
+            continue
         # A patch score sums the products of k x k pixel pairs at the same offset. In the flat buffer,
         # moving both pixels one column right is a shift by length + 1 and one row down a shift by
         # width * length + style_width: two passes of k contiguous shifted sums give every score.

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 import nststyle.swap as swap_module
+import nststyle.swap_kernel as swap_kernel
 from nststyle.swap import (adain, adain_with_stats, approximate_best_style_patches, best_style_patches, mean_std,
                            style_swap)
 
@@ -75,6 +76,43 @@ def test_chunk_size_does_not_change_the_result():
     whole = best_style_patches(content, style, chunk_size=10**9)
     for chunk in (1, 9, 20):
         assert torch.equal(best_style_patches(content, style, chunk_size=chunk), whole)
+
+
+@pytest.fixture
+def pytorch_scoring(monkeypatch):
+    """Run ``best_style_patches`` with the PyTorch scoring pass instead of the C kernel."""
+    def run(*args, **kwargs):
+        with monkeypatch.context() as patch:
+            patch.setattr(swap_kernel, "_loaded", False)
+            return best_style_patches(*args, **kwargs)
+    return run
+
+
+def test_the_c_kernel_builds_here():
+    # CI has a C compiler: a kernel that silently fell back would leave the fast path untested
+    assert swap_kernel.available()
+
+
+@pytest.mark.parametrize("patch_size,stride,chunk_size", [(3, 1, None), (3, 1, 40), (3, 2, 7), (5, 1, 30),
+                                                          (1, 1, None), (4, 3, 9), (2, 1, 12)])
+def test_c_kernel_picks_the_same_patches_as_the_pytorch_pass(patch_size, stride, chunk_size, pytorch_scoring):
+    content = relu_features(2, 24, 21, 19, seed=5).float()
+    style = relu_features(1, 24, 23, 17, seed=6).float()
+    for style_maps in (style, relu_features(2, 24, 18, 20, seed=7).float()):
+        kernel = best_style_patches(content, style_maps, patch_size, stride, chunk_size=chunk_size)
+        assert torch.equal(kernel, pytorch_scoring(content, style_maps, patch_size, stride, chunk_size=chunk_size))
+    # ties (a style with repeated patches) keep the lower index on both paths
+    tiled = style[..., :6, :].repeat(1, 1, 3, 2)
+    assert torch.equal(best_style_patches(content, tiled, patch_size, stride),
+                       pytorch_scoring(content, tiled, patch_size, stride))
+
+
+def test_c_kernel_is_skipped_when_disabled(monkeypatch):
+    monkeypatch.setattr(swap_kernel, "_loaded", None)
+    monkeypatch.setenv("NSTSTYLE_SWAP_KERNEL", "0")
+    assert not swap_kernel.available()
+    content, style = relu_features(1, 8, 9, 9, seed=8).float(), relu_features(1, 8, 7, 8, seed=9).float()
+    torch.testing.assert_close(style_swap(content, style), edge_padded_reference(content, style, 3, 1))
 
 
 def test_swapping_a_map_with_itself_returns_it():

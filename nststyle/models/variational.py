@@ -179,6 +179,11 @@ class AdaINResBlock(nn.Module):
         self.norm1, self.conv1 = AdaIN(channels, w_dim), conv3x3(channels, channels)
         self.norm2, self.conv2 = AdaIN(channels, w_dim), conv3x3(channels, channels)
 
+    def start_as_identity(self) -> None:
+        """Zero the last conv: the block passes ``x`` through (how a trained decoder grows deeper unchanged)."""
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.relu(self.norm1(x, w)))
         return x + self.conv2(F.relu(self.norm2(h, w)))

@@ -1,0 +1,103 @@
+"""The exact style swap's scoring pass in C (``swap_kernel.c``), compiled on first use with the machine's C
+compiler and loaded with ctypes: no build step at install time, no extra package.
+
+``best_style_patches`` uses it for float32 maps on the CPU, where the scoring pass is memory-bound: after the
+matrix product of a band, the PyTorch path streams the ~150 MB product buffer through 2k shifted-sum passes, a
+scaling pass and a max pass; the kernel reads it once, in cache-sized pieces, and keeps the running best itself
+(``tests/benchmarks/bench_swap.py`` prints both). The kernel sums in the PyTorch path's order and keeps the lower
+index on ties, so both choose the same patches (``tests/test_swap.py``).
+
+Without a C compiler (or with ``NSTSTYLE_SWAP_KERNEL=0``) the PyTorch path runs instead, with a one-line warning
+when a compiler was there but failed. The library is cached in ``$NSTSTYLE_CACHE`` (default
+``~/.cache/nststyle``), keyed by the source, the compiler flags and the CPU's instruction sets (``-march=native``).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("swap_kernel.c")
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
+_loaded: ctypes.CDLL | bool | None = None  # None: not tried yet; False: unavailable
+
+
+def cache_dir() -> Path:
+    if os.environ.get("NSTSTYLE_CACHE"):
+        return Path(os.environ["NSTSTYLE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nststyle"
+
+
+def _cpu_signature() -> str:
+    """The instruction sets ``-march=native`` compiles for (a cache shared by other CPUs gets another file)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    configured = (sysconfig.get_config_var("CC") or "").split()
+    for candidate in ([configured[0]] if configured else []) + ["cc", "gcc", "clang"]:
+        if shutil.which(candidate):
+            return candidate
+    return None
+
+
+def _build() -> ctypes.CDLL | None:
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), _cpu_signature().encode(),
+                                     platform.machine().encode()])).hexdigest()[:16]
+    library = cache_dir() / f"swap_kernel-{key}.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=library.parent) as folder:
+            built = Path(folder, library.name)
+            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            if result.returncode:
+                warnings.warn(f"nststyle: the style swap's C kernel did not compile ({compiler}: "
+                              f"{result.stderr.strip().splitlines()[-1:]}); using the PyTorch path", RuntimeWarning)
+                return None
+            os.replace(built, library)  # atomic: a concurrent process sees no half-written library
+    lib = ctypes.CDLL(str(library))
+    lib.nststyle_swap_band.restype = ctypes.c_int
+    lib.nststyle_swap_band.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 9 + [ctypes.c_int]
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernel is built and loaded (building it on the first call)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = os.environ.get("NSTSTYLE_SWAP_KERNEL", "1") != "0" and (_build() or False)
+    return bool(_loaded)
+
+
+def score_band(products: torch.Tensor, inverse_norms: torch.Tensor, best_score: torch.Tensor,
+               best_index: torch.Tensor, width: int, style_width: int, patch_size: int, stride: int,
+               band_rows: int, first_row: int, style_columns: int) -> None:
+    """Update ``best_score``/``best_index`` (``H*W``, float32 / int64) of one content map from the band's
+    ``H*W x L`` pixel products and the band's ``1/||patch||`` (``band_rows x style_width`` from its first row);
+    what ``best_style_patches``' shifted sums, scaling and max do, in place. All contiguous float32 on the CPU."""
+    height = products.shape[0] // width
+    failed = _loaded.nststyle_swap_band(
+        products.data_ptr(), inverse_norms.data_ptr(), best_score.data_ptr(), best_index.data_ptr(),
+        products.shape[1], height, width, style_width, patch_size, stride, band_rows, first_row, style_columns,
+        torch.get_num_threads())
+    if failed:
+        raise MemoryError("the style swap's C kernel could not allocate its row buffers")
