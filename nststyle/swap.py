@@ -13,8 +13,10 @@ This implementation computes the same result with bounded memory and about a nin
   flat product buffer both shifts (one column: ``L + 1``, one row: ``W * L + Ws`` for a band of ``L``
   style pixels) are constant offsets, so the sums are ``2k`` contiguous vector adds (3x faster than
   strided 5-D views at 512 px); one fused multiply-add divides by the style patch norms and masks the
-  positions that start no patch. The matrix product is ~65 % of the time: 137 GFLOP at relu3_1 of two
-  512 px images, which no exact method on the pixel products avoids.
+  positions that start no patch. On float32 CPU maps ``nststyle.swap_kernel`` does the shifted sums, the
+  division and the running argmax in one C pass over the products instead (the same patches, 1.7x faster at
+  512 px). Then the matrix product is ~75 % of the time: 137 GFLOP at relu3_1 of two 512 px images, which no
+  exact method on the pixel products avoids.
 * rebuild: gather the chosen raw style pixels for each of the ``k*k`` offsets and add them at the
   shifted position (what ``F.fold`` of the gathered patches does, without materialising the
   ``C*k*k x #patches`` tensor), then divide by the number of patches covering each pixel.
@@ -383,11 +385,10 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     ``tests/benchmarks/bench_swap.py``), on a 2-core CPU with AVX512-BF16: the approximate search picks the
     exact search's style patch at 98.2 % of the positions (98.9 % at 256 px, 98.4 % at 384 px; 95.5-98.0 %
     for four more photo/painting pairs at 512 px), and where it differs, the patch it picks scores within 1 %
-    of the best (median; 95 % of them within 5 %). The whole swap, approximate against exact: 2 threads
-    0.46-0.54 s against 1.8-2.1 s warm in one process, 0.65 s against 1.87 s in the benchmark (a fresh process
-    per call, whose first-touch page faults and kernel set-up weigh more on the shorter run); 1 thread
-    0.77-0.89 s against 2.8-3.4 s warm, 0.92-1.02 s against 2.81-2.90 s in the benchmark. Extra memory
-    ~100 MB against 420 MB. Both modes share the rebuild.
+    of the best (median; 95 % of them within 5 %). The whole swap in ``bench_swap.py`` (a fresh process per
+    call, 2 threads, the other core idle): approximate 0.40 s, exact 0.73 s with the C scoring pass
+    (``nststyle.swap_kernel``), 1.25 s with the PyTorch one. Extra memory ~100 MB against 164 MB (PyTorch
+    scoring: 420 MB). Both modes share the rebuild.
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")
