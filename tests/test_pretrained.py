@@ -125,6 +125,39 @@ def test_warm_start_copies_the_weights_and_checks_the_kind(tmp_path):
         warm_start(model, str(tmp_path / "missing.pt"))
 
 
+def variational_module(**net_overrides):
+    net = {**NET, **net_overrides}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model=variational_tiny", "model.vgg_weights=random",
+                                          *[f"++model.net.{key}={value}" for key, value in net.items()
+                                            if key not in ("style_dim", "style_vgg_weights")],
+                                          f"model.style_dim={net['style_dim']}"])
+    from hydra.utils import instantiate
+    return instantiate(cfg.model)
+
+
+def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(tmp_path):
+    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
+    source = load_stylizer(shipped, "cpu")
+    grown = variational_module(bottleneck_blocks=NET["bottleneck_blocks"] + 2)
+    warm_start(grown, str(shipped))
+    grown.net.style_encoder.vgg.load_state_dict(source.net.style_encoder.vgg.state_dict())  # random VGG: the same one
+    grown.net.eval()
+    torch.manual_seed(2)
+    photo, painting = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        expected = source.net(photo, painting)[0]
+        torch.testing.assert_close(grown.net(photo, painting)[0], expected)
+    # the new blocks train: their last convolution gets a gradient at once
+    grown.net.train()
+    grown.net(photo, painting)[0].mean().backward()
+    assert grown.net.decoder.bottleneck[-1].conv2.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="bottleneck_blocks"):  # shallower is no growth
+        warm_start(variational_module(bottleneck_blocks=0), str(shipped))
+    with pytest.raises(ConfigError, match="width"):
+        warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
+
+
 def test_a_plain_install_carries_the_weights(tmp_path):
     """pip install . (not editable): the wheel holds the shipped files and the held-back list, and an import
     from outside the repository finds them."""
