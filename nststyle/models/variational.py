@@ -167,8 +167,12 @@ class AdaIN(nn.Module):
         nn.init.zeros_(self.to_stats.bias)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.to_stats(w)[:, :, None, None].chunk(2, dim=1)
-        return F.instance_norm(x, eps=1e-5) * (1 + scale) + shift
+        scale, shift = self.to_stats(w).chunk(2, dim=1)
+        # the affine of every (sample, channel) inside instance norm: one pass over x, one op in an ONNX graph
+        batch, channels = x.shape[:2]
+        normalised = F.instance_norm(x.reshape(1, batch * channels, *x.shape[2:]), weight=(1 + scale).reshape(-1),
+                                     bias=shift.reshape(-1), eps=1e-5)
+        return normalised.view_as(x)
 
 
 class AdaINResBlock(nn.Module):
