@@ -68,7 +68,8 @@ def _build() -> ctypes.CDLL | None:
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as folder:
             built = Path(folder, library.name)
-            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True,
+                                    timeout=300)
             if result.returncode:
                 warnings.warn(f"nststyle: the style swap's C kernel did not compile ({compiler}: "
                               f"{result.stderr.strip().splitlines()[-1:]}); using the PyTorch path", RuntimeWarning)
@@ -80,11 +81,20 @@ def _build() -> ctypes.CDLL | None:
     return lib
 
 
+def _build_or_warn() -> ctypes.CDLL | None:
+    try:
+        return _build()
+    except (OSError, subprocess.SubprocessError) as error:  # unwritable cache, a hung compiler, a library that won't load
+        warnings.warn(f"nststyle: the style swap's C kernel is unavailable ({error}); using the PyTorch path",
+                      RuntimeWarning)
+        return None
+
+
 def available() -> bool:
     """Whether the kernel is built and loaded (building it on the first call)."""
     global _loaded
     if _loaded is None:
-        _loaded = os.environ.get("NSTSTYLE_SWAP_KERNEL", "1") != "0" and (_build() or False)
+        _loaded = os.environ.get("NSTSTYLE_SWAP_KERNEL", "1") != "0" and (_build_or_warn() or False)
     return bool(_loaded)
 
 

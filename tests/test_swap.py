@@ -107,6 +107,17 @@ def test_c_kernel_picks_the_same_patches_as_the_pytorch_pass(patch_size, stride,
                        pytorch_scoring(content, tiled, patch_size, stride))
 
 
+def test_c_kernel_falls_back_with_a_warning_when_it_cannot_be_built(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(swap_kernel, "_loaded", None)
+    monkeypatch.setenv("NSTSTYLE_CACHE", str(blocker / "cache"))  # under a file: the cache cannot be made
+    with pytest.warns(RuntimeWarning, match="PyTorch path"):
+        assert not swap_kernel.available()
+    content, style = relu_features(1, 8, 9, 9, seed=8).float(), relu_features(1, 8, 7, 8, seed=9).float()
+    torch.testing.assert_close(style_swap(content, style), edge_padded_reference(content, style, 3, 1))
+
+
 def test_c_kernel_is_skipped_when_disabled(monkeypatch):
     monkeypatch.setattr(swap_kernel, "_loaded", None)
     monkeypatch.setenv("NSTSTYLE_SWAP_KERNEL", "0")
