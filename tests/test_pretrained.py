@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import hydra.utils
 import numpy as np
 import pytest
 import torch
@@ -105,26 +106,6 @@ def test_a_checkpoint_of_another_network_is_refused(tmp_path):
         load_stylizer(tmp_path / "other.pt", "cpu")
 
 
-def test_warm_start_copies_the_weights_and_checks_the_kind(tmp_path):
-    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model=variational_tiny", "model.vgg_weights=random",
-                                          *[f"++model.net.{key}={value}" for key, value in NET.items()
-                                            if key not in ("style_dim", "style_vgg_weights")],
-                                          f"model.style_dim={NET['style_dim']}"])
-    from hydra.utils import instantiate
-    model = instantiate(cfg.model)
-    warm_start(model, str(shipped))
-    expected = torch.load(shipped, weights_only=True)["state_dict"]["net.decoder.to_rgb.weight"]
-    assert torch.equal(model.net.decoder.to_rgb.weight.half(), expected)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        inverse = instantiate(compose("train", overrides=["model=inverse", "model.vgg_weights=random"]).model)
-    with pytest.raises(ConfigError, match="'variational' model"):
-        warm_start(inverse, str(shipped))
-    with pytest.raises(ConfigError, match="not found"):
-        warm_start(model, str(tmp_path / "missing.pt"))
-
-
 def variational_module(**net_overrides):
     net = {**NET, **net_overrides}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -132,8 +113,21 @@ def variational_module(**net_overrides):
                                           *[f"++model.net.{key}={value}" for key, value in net.items()
                                             if key not in ("style_dim", "style_vgg_weights")],
                                           f"model.style_dim={net['style_dim']}"])
-    from hydra.utils import instantiate
-    return instantiate(cfg.model)
+    return hydra.utils.instantiate(cfg.model)
+
+
+def test_warm_start_copies_the_weights_and_checks_the_kind(tmp_path):
+    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
+    model = variational_module()
+    warm_start(model, str(shipped))
+    expected = torch.load(shipped, weights_only=True)["state_dict"]["net.decoder.to_rgb.weight"]
+    assert torch.equal(model.net.decoder.to_rgb.weight.half(), expected)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        inverse = hydra.utils.instantiate(compose("train", overrides=["model=inverse", "model.vgg_weights=random"]).model)
+    with pytest.raises(ConfigError, match="'variational' model"):
+        warm_start(inverse, str(shipped))
+    with pytest.raises(ConfigError, match="not found"):
+        warm_start(model, str(tmp_path / "missing.pt"))
 
 
 def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(tmp_path):
