@@ -64,8 +64,8 @@ USER_ERRORS = (ImageError, StylizeError, WeightsUnavailableError, FloatingPointE
 RUNTIME = {"device": None, "precision": "fp32"}
 
 
-# the quality mode's steps per painting (nststyle.refine: ~40 s on one CPU thread, then kept for every photo)
-REFINE_STEPS = 40
+# the quality mode's L-BFGS evaluations per painting (nststyle.refine: ~20 s on one CPU thread, then kept for every photo)
+REFINE_STEPS = 30
 
 
 @functools.lru_cache(maxsize=None)
@@ -269,7 +269,7 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
                 strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (0: the photo's own style)")
                 mix = gr.Slider(0, 1, value=0.5, step=0.05, label="Two paintings: first (0) ↔ second (1)")
                 refine = gr.Checkbox(label=f"Quality mode: refine each painting's code ({REFINE_STEPS} steps, "
-                                           "~40 s per new painting on one CPU core, then kept)", elem_id="refine")
+                                           "~20 s per new painting on one CPU core, then kept)", elem_id="refine")
                 preserve_color = gr.Checkbox(label="Keep the photo's colours")
                 size = gr.Slider(64, 1024, value=max_size, step=32, label="Working size (longer side, px)")
                 run = gr.Button("Stylise", variant="primary", elem_id="stylise")
