@@ -168,13 +168,15 @@ def test_a_plain_install_carries_the_weights(tmp_path):
     for weights in SHIPPED:
         assert f"nststyle/shipped/{weights.value.file}" in names
     assert "nststyle/holdout.tsv" in names
+    assert "nststyle/swap_kernel.c" in names  # the style swap's C pass compiles from the installed source
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, timeout=600)
     code = ("import nststyle, nststyle.pretrained as p; from nststyle.stylize import load_stylizer; "
             "assert str(p.Pretrained.DEFAULT.value.path).startswith(%r), p.Pretrained.DEFAULT.value.path; "
-            "load_stylizer('variational', 'cpu'); print(nststyle.__file__)" % str(target))
+            "load_stylizer('variational', 'cpu'); import nststyle.swap_kernel as k; assert k.available(); "
+            "print(nststyle.__file__)" % str(target))
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(target)})
+                            env={**os.environ, "PYTHONPATH": str(target), "NSTSTYLE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(str(target))
 
