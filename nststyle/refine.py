@@ -14,7 +14,7 @@ Measured with the shipped model (``python infer.py mode=evaluate systems=[variat
 42 held-back pairs, 384 px; the code read from the painting at the card's 192 px, the targets from it at
 384 px): content / style / Gram / W2 1.056 / 0.090 / 0.255 / 0.203 against 1.073 / 0.105 / 0.306 / 0.228 with
 the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204), ~21 s per painting on one CPU thread
-under bfloat16 autocast (what ``VariationalStylizer`` uses where the CPU has AVX512-BF16), then 0.23 s per
+under bfloat16 autocast (what ``VariationalStylizer`` uses where the CPU has AVX512-BF16), then ~0.17 s per
 photo as before. On the weights before session 10 (encoder codes 1.084 / 0.117 / 0.329 / 0.230): 30 L-BFGS
 evaluations 1.000 / 0.101 / 0.279 / 0.213 in ~21 s, the Adam steps it replaced (40 at lr 0.1) 1.002 / 0.103 /
 0.283 / 0.214 in ~27 s in the same run, 22 evaluations 0.978 / 0.104 / 0.284 / 0.215 in ~17 s.

@@ -3,7 +3,8 @@ compiler and loaded with ctypes: no build step at install time, no extra package
 
 ``best_style_patches`` uses it for float32 maps on the CPU, where the scoring pass is memory-bound: after the
 matrix product of a band, the PyTorch path streams the ~150 MB product buffer through 2k shifted-sum passes, a
-scaling pass and a max pass; the kernel reads it once, in cache-sized pieces, and keeps the running best itself
+scaling pass and a max pass; the kernel makes one pass over it, summing each patch score in registers from the
+neighbouring rows it reads (mostly from cache), and keeps the running best itself
 (``tests/benchmarks/bench_swap.py`` prints both). The kernel sums in the PyTorch path's order and keeps the lower
 index on ties, so both choose the same patches (``tests/test_swap.py``).
 
