@@ -156,6 +156,9 @@ def _checkpoint_stylizer(path, device, precision: str, compile: bool, options: d
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
     stylizer.precision = precision
+    if stylizer.channels_last():
+        for network in stylizer.networks():
+            network.to(memory_format=torch.channels_last)
     stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0))
     if compile:
         for network in stylizer.networks():
@@ -190,6 +193,20 @@ class Stylizer:
     def autocast(self):
         """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16``."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def channels_last(self) -> bool:
+        # oneDNN's bfloat16 convolutions want NHWC: the inverse network's VGG encoder runs 1.8x faster so
+        # (0.144 -> 0.079 s at 384 px, one thread), the variational model 1.14x; in float32 it does not pay
+        return self.precision == "bf16"
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` on the device, in the memory format the networks run fastest in."""
+        images = images.to(self.device)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last() else images
+
+    def network_output(self, images: torch.Tensor) -> torch.Tensor:
+        """A network's result as float32 in the standard (contiguous NCHW) layout."""
+        return images.float().contiguous()
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> "Stylizer":
@@ -276,18 +293,18 @@ class VariationalStylizer(Stylizer):
     def style_code(self, style: torch.Tensor) -> torch.Tensor:
         """Posterior mean of the style code: ``Bx3xHxW`` -> ``Bxstyle_dim``."""
         with self.autocast():
-            return self.net.encode_style(style.to(self.device))[0].float()
+            return self.net.encode_style(self.network_input(style))[0].float()
 
     @torch.no_grad()
     def decode(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.net.decode(content.to(self.device), z.to(self.device)).float()
+            return self.network_output(self.net.decode(self.network_input(content), z.to(self.device)))
 
     @torch.no_grad()
     def synthesize(self, content: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``decode`` from a mapped code ``w`` (past the mapping network, e.g. a refined one)."""
         with self.autocast():
-            return self.net.decoder.synthesize(self.net.content_encoder(content.to(self.device)), w).float()
+            return self.network_output(self.net.decoder.synthesize(self.net.content_encoder(self.network_input(content)), w))
 
     def refined_code(self, style: torch.Tensor) -> torch.Tensor:
         """The mapped code ``w`` of ``style`` after ``refine_steps`` steps of ``nststyle.refine``, against
@@ -405,12 +422,12 @@ class InverseStylizer(Stylizer):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.encoder(images.to(self.device))[self.layer].float()
+            return self.network_output(self.encoder(self.network_input(images))[self.layer])
 
     @torch.no_grad()
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.net(features).float()
+            return self.network_output(self.net(self.network_input(features)))
 
     @torch.no_grad()
     def swap(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:

@@ -15,8 +15,15 @@ This implementation computes the same result with bounded memory and about a nin
   strided 5-D views at 512 px); one fused multiply-add divides by the style patch norms and masks the
   positions that start no patch. On float32 CPU maps ``nststyle.swap_kernel`` does the shifted sums, the
   division and the running argmax in one C pass over the products instead (the same patches, 1.7x faster at
-  512 px). Then the matrix product is ~75 % of the time: 137 GFLOP at relu3_1 of two 512 px images, which no
-  exact method on the pixel products avoids.
+  512 px). Then the matrix product is ~75 % of the time: 137 GFLOP at relu3_1 of two 512 px images.
+* screening: on a CPU with bfloat16 matrix units (AVX512-BF16/AMX) and maps without negative values (ReLU
+  activations, so every pixel product is >= 0 and no sum cancels), the products are computed in bfloat16
+  (6x the float32 rate here) and the C pass keeps, per content patch, every style patch whose approximate score
+  is within ``SCREEN_RATIO`` of the running best. The relative error of a bfloat16 score is bounded (~1.2 %,
+  see ``SCREEN_ERROR``), so the exact best is always among them; their exact float32 scores (gathered pixels,
+  as the approximate mode's second stage) decide. ~2.5 patches pass per position on real pairs; a position
+  with more than ``SCREEN_CAPACITY`` near-ties is searched exactly on its own. The same patches as the float32
+  search (tests; identical outputs in ``bench_swap.py``), ~2x faster.
 * rebuild: gather the chosen raw style pixels for each of the ``k*k`` offsets and add them at the
   shifted position (what ``F.fold`` of the gathered patches does, without materialising the
   ``C*k*k x #patches`` tensor), then divide by the number of patches covering each pixel.
@@ -100,10 +107,14 @@ def _flat_shifted_sum(source: torch.Tensor, out: torch.Tensor, offset: int, coun
 
 @torch.no_grad()  # an argmax: no gradient flows through the search
 def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: int = 3, stride: int = 1,
-                       chunk_size: int | None = None, eps: float = 1e-8) -> torch.Tensor:
+                       chunk_size: int | None = None, eps: float = 1e-8, screen: bool | None = None) -> torch.Tensor:
     """Index (row-major in the style patch grid) of the best-matching style patch for every content
     patch, ``B x Hc' x Wc'``. ``chunk_size`` bounds the style patches scored at once (rounded to whole
-    rows of the style patch grid); by default a chunk holds about 32M scores."""
+    rows of the style patch grid); by default a chunk holds about 32M scores.
+
+    ``screen``: find the best patches in bfloat16 and score the few candidates exactly (``can_screen``: float32
+    maps without negative values on a CPU with bfloat16 matrix units and the C kernel; None: wherever it can).
+    The result is the same except where two patches' float32 scores differ by their rounding error."""
     _check_inputs(content, style, patch_size, stride)
     batch, channels, height, width = content.shape
     k, s = patch_size, stride
@@ -130,16 +141,34 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
     # the C scoring pass (one read of the products instead of 2k + 2 passes) where it applies
     use_kernel = (content.device.type == "cpu" and content.dtype == style.dtype == torch.float32
                   and swap_kernel.available())
+    screen = can_screen(content, style) if screen is None else bool(screen)
+    if screen and not can_screen(content, style):
+        raise ValueError("screen=True needs float32 CPU maps without negative values, bfloat16 matrix units "
+                         "and the C kernel")
+    search_style = style
+    if screen:  # the pixel products in bfloat16, on the CPU's matrix units (6x float32 here)
+        content_pixels, search_style = content_pixels.bfloat16(), style.bfloat16()
+        n_positions = rows_c * cols_c
+        candidates = torch.zeros(batch, n_positions, SCREEN_CAPACITY, dtype=torch.long)
+        candidate_scores = torch.empty(batch, n_positions, SCREEN_CAPACITY)
+        counts = torch.zeros(batch, n_positions, dtype=torch.int32)
     products = shifted = None
     for first in range(0, dense_rows, rows_per_band):
         rows = min(rows_per_band, dense_rows - first)
-        band = style[:, :, first: first + rows + k - 1].flatten(2)  # Bs x C x L: the pixel rows they use
+        band = search_style[:, :, first: first + rows + k - 1].flatten(2)  # Bs x C x L: the pixel rows they use
         length = band.shape[-1]
         if products is None or products.shape[-1] != length:
-            products = content.new_empty(batch, height * width, length)
+            products = content_pixels.new_empty(batch, height * width, length)
             shifted = None if use_kernel else torch.empty_like(products)
         # products[b, p, q] = <content pixel p, band pixel q>
         torch.matmul(content_pixels, band, out=products)
+        if screen:
+            for item in range(batch):
+                norms = weight[item if weight.shape[0] > 1 else 0, first * style_width:]
+                swap_kernel.screen_band(products[item].view(torch.int16), norms, best_score[item], candidates[item],
+                                        candidate_scores[item], counts[item], SCREEN_RATIO, width, style_width, k, s,
+                                        rows, first, cols_s)
+            continue
         if use_kernel:
             for item in range(batch):
                 norms = weight[item if weight.shape[0] > 1 else 0, first * style_width:]
@@ -161,7 +190,83 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
         best_score = torch.where(better, band_best, best_score)
         row, column = band_index.div(style_width, rounding_mode="floor") + first, band_index % style_width
         best_index = torch.where(better, (row // s) * cols_s + column // s, best_index)
+    if screen:
+        corner_scores = best_score.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c].flatten(1)
+        return torch.stack([_screened_best(content[item: item + 1], style[item: item + 1] if style.shape[0] > 1
+                                           else style, candidates[item], counts[item], corner_scores[item], k, s, eps)
+                            for item in range(batch)]).view(batch, rows_c, cols_c)
     return best_index.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c]
+
+
+# -- screening in bfloat16 -----------------------------------------------------------------------------------
+# With no negative values (ReLU maps) every pixel product is >= 0, so the rounding of the bfloat16 inputs
+# (2^-8 each), the product's rounding to bfloat16 (2^-8) and the float32 sums bound the relative error of
+# every approximate score by ~3 * 2^-8 = 1.2 %. A patch whose approximate score is below SCREEN_RATIO times the
+# best approximate score can then not be the best: SCREEN_RATIO = (1 - d) / (1 + d) with d = 2 %, a margin of
+# 1.7x over the bound. At relu3_1 of real photo/painting pairs ~2.5 patches per position pass (at most ~15).
+SCREEN_ERROR = 0.02
+SCREEN_RATIO = (1 - SCREEN_ERROR) / (1 + SCREEN_ERROR)
+SCREEN_CAPACITY = 64  # candidates kept per position; more: that position gets an exact search of its own
+FULL_SEARCH_CHUNK = 64  # positions scored against every style patch at once, where the screening overflowed
+
+
+def can_screen(content: torch.Tensor, style: torch.Tensor) -> bool:
+    """Whether ``best_style_patches`` can screen in bfloat16 (see ``screen``)."""
+    return (content.device.type == style.device.type == "cpu" and content.dtype == style.dtype == torch.float32
+            and bf16_is_fast(content.device) and swap_kernel.available()
+            and bool(content.min() >= 0) and bool(style.min() >= 0))
+
+
+def _patches_at(features: torch.Tensor, patch_size: int, stride: int, positions: torch.Tensor) -> torch.Tensor:
+    """The patches of the (strided) patch grid of ``1 x C x H x W`` features at ``positions`` (row-major in that
+    grid), as ``len(positions) x C*k*k`` rows in ``F.unfold``'s order."""
+    k, s = patch_size, stride
+    width = features.shape[-1]
+    columns = _patch_grid(width, k, s)
+    corner = (positions // columns) * s * width + (positions % columns) * s
+    window = torch.arange(k, device=features.device)
+    offsets = (window[:, None] * width + window).flatten()
+    pixels = features[0].flatten(1).index_select(1, (corner[:, None] + offsets).flatten())  # C x (n k^2)
+    return pixels.view(features.shape[1], -1, k * k).transpose(0, 1).flatten(1)
+
+
+def _best_candidate(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, candidates: torch.Tensor,
+                    patch_size: int, stride: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Of each content patch's ``Nc x K`` candidate style patches, the one with the highest exact score (the
+    lowest index among equal ones, like the exact search), for one pair of ``1 x C x H x W`` maps (content
+    patches as in ``_candidate_scores``)."""
+    scores = _candidate_scores(content, style, norms, candidates, patch_size, stride, positions)
+    return torch.where(scores == scores.amax(1, keepdim=True), candidates, norms.numel()).amin(1)
+
+
+def _screened_best(content: torch.Tensor, style: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor,
+                   best_approximate: torch.Tensor, patch_size: int, stride: int, eps: float) -> torch.Tensor:
+    """The best style patch per content patch position of one pair of maps from the screening's candidates
+    (``P x capacity``, ``counts`` of them; ``best_approximate``: the best approximate score per position)."""
+    k, s = patch_size, stride
+    norms = style_patch_norms(style, k, s, eps).flatten()
+    best = torch.zeros(counts.shape[0], dtype=torch.long)
+    # an approximate best of 0 means every score is 0 (no negative products): the first patch, as exact ties go
+    counts = torch.where(best_approximate > 0, counts, 0)
+    single = (counts == 1).nonzero().squeeze(1)  # one candidate left: it is the best
+    best[single] = candidates[single, 0]
+    smaller = 1
+    while smaller < SCREEN_CAPACITY:  # lists of 2, 3-4, 5-8, ... candidates scored together
+        width = min(2 * smaller, SCREEN_CAPACITY)
+        rows = ((counts > smaller) & (counts <= width)).nonzero().squeeze(1)
+        if rows.numel():
+            chosen = candidates[rows, :width]
+            # short lists repeat their first candidate (a repeat changes neither the best score nor the lowest index)
+            chosen = torch.where(torch.arange(width) < counts[rows, None], chosen, chosen[:, :1])
+            best[rows] = _best_candidate(content, style, norms, chosen, k, s, rows)
+        smaller = width
+    overflowed = ((counts < 0) & (best_approximate > 0)).nonzero().squeeze(1)
+    if overflowed.numel():  # too many near-equal patches: score these positions against every style patch
+        table = F.unfold(style, k, stride=s)[0] / norms  # C*k*k x Ns, unit-norm style patches
+        for start in range(0, overflowed.numel(), FULL_SEARCH_CHUNK):
+            rows = overflowed[start: start + FULL_SEARCH_CHUNK]
+            best[rows] = (_patches_at(content, k, s, rows) @ table).argmax(1)  # argmax: the first of equal maxima
+    return best
 
 
 # -- approximate search ------------------------------------------------------------------------------------
@@ -206,15 +311,9 @@ def _sample_patches(features: torch.Tensor, patch_size: int, stride: int, count:
                     generator: torch.Generator) -> torch.Tensor:
     """Up to ``count`` distinct random patches of the (strided) patch grid of ``1 x C x H x W`` features,
     as ``count x C*k*k`` rows in ``F.unfold``'s order."""
-    k, s = patch_size, stride
-    height, width = features.shape[-2:]
-    columns = _patch_grid(width, k, s)
-    chosen = torch.randperm(_patch_grid(height, k, s) * columns, generator=generator)[:count].to(features.device)
-    corner = (chosen // columns) * s * width + (chosen % columns) * s
-    window = torch.arange(k, device=features.device)
-    offsets = (window[:, None] * width + window).flatten()
-    pixels = features[0].flatten(1).index_select(1, (corner[:, None] + offsets).flatten())  # C x (count k^2)
-    return pixels.view(features.shape[1], -1, k * k).transpose(0, 1).flatten(1)
+    grid = _patch_grid(features.shape[-2], patch_size, stride) * _patch_grid(features.shape[-1], patch_size, stride)
+    chosen = torch.randperm(grid, generator=generator)[:count].to(features.device)
+    return _patches_at(features, patch_size, stride, chosen)
 
 
 def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, patch_size: int,
@@ -272,9 +371,10 @@ def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: t
 
 
 def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, candidates: torch.Tensor,
-                      patch_size: int, stride: int) -> torch.Tensor:
-    """Exact ``<c, s> / ||s||`` (all channels, every pixel of the patch) of each content patch and each of its
-    ``Nc x K`` candidate style patches, for one pair of ``1 x C x H x W`` maps: for each of the ``k*k`` offsets,
+                      patch_size: int, stride: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact ``<c, s> / ||s||`` (all channels, every pixel of the patch) of each content patch (all of them in
+    order, or those at ``positions``) and each of its ``Nc x K`` candidate style patches, for one pair of
+    ``1 x C x H x W`` maps: for each of the ``k*k`` offsets,
     the candidates' style pixels are gathered and dotted with the content pixel, a chunk of content patches at
     a time (memory: ``EXACT_SCORE_CHUNK * K * C`` values beside the two maps' pixel tables)."""
     k, s = patch_size, stride
@@ -282,7 +382,7 @@ def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.T
     cols_c, cols_s = _patch_grid(width, k, s), _patch_grid(style_width, k, s)
     content_pixels = content[0].flatten(1).t().contiguous()  # HW x C
     style_pixels = style[0].flatten(1).t().contiguous()
-    position = torch.arange(candidates.shape[0], device=content.device)
+    position = torch.arange(candidates.shape[0], device=content.device) if positions is None else positions
     content_corners = (position // cols_c) * s * width + (position % cols_c) * s
     style_corners = (candidates // cols_s) * s * style_width + (candidates % cols_s) * s
     scores = content_pixels.new_zeros(candidates.shape)
@@ -331,8 +431,7 @@ def approximate_best_style_patches(content: torch.Tensor, style: torch.Tensor, p
         else:
             chosen = _first_stage_candidates(content_map, style_map, norms, k, s, candidates, dims, channels,
                                              chunk_size, torch.Generator().manual_seed(seed))
-        scores = _candidate_scores(content_map, style_map, norms, chosen, k, s)
-        best = torch.where(scores == scores.amax(1, keepdim=True), chosen, n_style).amin(1)
+        best = _best_candidate(content_map, style_map, norms, chosen, k, s)
         results.append(best.view(rows_c, cols_c))
     return torch.stack(results)
 

@@ -1,26 +1,97 @@
-/* The exact style swap's scoring pass (nststyle/swap_kernel.py): for one band of style rows, the patch scores
+/* The exact style swap's scoring passes (nststyle/swap_kernel.py), for one band of style rows: the patch scores
  * of every content patch from the pixel-product buffer G (content pixels x band pixels), divided by the style
- * patch norms, and the running best patch per content position -- in one pass over G, where the PyTorch
- * path makes 2k shifted-sum passes, a scaling pass and a max pass over the whole buffer. The sums run in
- * the PyTorch path's order (offsets dx inside, dy outside, left to right) and ties keep the lower index,
- * so both paths choose the same patches. */
+ * patch norms, in one pass over G, where the PyTorch path makes 2k shifted-sum passes, a scaling pass and a max
+ * pass over the whole buffer.
+ *
+ * nststyle_swap_band (float32 products) keeps the running best patch per content position. The sums run in the
+ * PyTorch path's order (offsets dx inside, dy outside, left to right) and ties keep the lower index, so both
+ * paths choose the same patches.
+ *
+ * nststyle_screen_band (bfloat16 products, from the matrix units of the CPU) keeps, per content position, every
+ * patch whose score is within a factor `ratio` of the running best: the candidates the caller scores exactly. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
-    const float *products;      /* height*width x length, row-major */
+    const void *products;       /* height*width x length, row-major: float32 or bfloat16 (screening) */
     const float *inverse_norms; /* band_rows x style_width: 1/||patch|| at each patch corner of the band */
     float *best_score;          /* height*width, updated at the content patch corners */
-    int64_t *best_index;
+    int64_t *best_index;        /* exact pass: the best patch; screening: unused */
     int64_t length, height, width, style_width, patch, stride, band_rows, first_row, style_columns;
     int64_t begin, end;         /* this thread's share of the content patch positions */
+    /* screening only: per content patch position, up to `capacity` candidates (index, approximate score) */
+    float ratio;
+    int64_t capacity;
+    int64_t *candidates;
+    float *candidate_scores;
+    int32_t *counts;            /* -1 once a position has overflowed its capacity */
 } Job;
+
+static inline float bf16_to_float(uint16_t value) {
+    const uint32_t bits = (uint32_t)value << 16;
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+/* row_sum[c] = the patch sum of the band's style patch starting at (row, c) for the content patch at `pixel`:
+ * G[pixel + dy*W + dx, (row + dy)*Ws + dx + c] summed over dy, dx, i.e. base[dy*(W*L + Ws) + dx*(L + 1) + c]. */
+#define DEFINE_ROW_SUM(NAME, TYPE, LOAD)                                                                        \
+static void NAME(const TYPE *restrict base, int64_t L, int64_t W, int64_t Ws, int64_t k, int64_t corners,     \
+                 float *restrict row_sum, float *restrict patch_sum) {                                         \
+    if (k == 3) {  /* the paper's 3 x 3 patches: the nine products summed in registers, same order */         \
+        const TYPE *restrict g0 = base, *restrict g1 = g0 + W * L + Ws, *restrict g2 = g1 + W * L + Ws;        \
+        const int64_t o1 = L + 1, o2 = 2 * (L + 1);                                                            \
+        for (int64_t c = 0; c < corners; c++) {                                                               \
+            const float t0 = (LOAD(g0[c]) + LOAD(g0[o1 + c])) + LOAD(g0[o2 + c]);                              \
+            const float t1 = (LOAD(g1[c]) + LOAD(g1[o1 + c])) + LOAD(g1[o2 + c]);                              \
+            const float t2 = (LOAD(g2[c]) + LOAD(g2[o1 + c])) + LOAD(g2[o2 + c]);                              \
+            row_sum[c] = (t0 + t1) + t2;                                                                       \
+        }                                                                                                      \
+        return;                                                                                                \
+    }                                                                                                          \
+    for (int64_t dy = 0; dy < k; dy++) {                                                                       \
+        const TYPE *restrict line = base + dy * (W * L + Ws);                                                  \
+        for (int64_t c = 0; c < corners; c++) patch_sum[c] = LOAD(line[c]);                                    \
+        for (int64_t dx = 1; dx < k; dx++) {                                                                   \
+            const TYPE *restrict shifted = line + dx * (L + 1);                                                \
+            for (int64_t c = 0; c < corners; c++) patch_sum[c] += LOAD(shifted[c]);                            \
+        }                                                                                                      \
+        if (dy == 0) {                                                                                         \
+            for (int64_t c = 0; c < corners; c++) row_sum[c] = patch_sum[c];                                   \
+        } else {                                                                                               \
+            for (int64_t c = 0; c < corners; c++) row_sum[c] += patch_sum[c];                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+}
+
+#define LOAD_FLOAT(x) (x)
+DEFINE_ROW_SUM(row_sum_float, float, LOAD_FLOAT)
+DEFINE_ROW_SUM(row_sum_bf16, uint16_t, bf16_to_float)
+
+/* score[c] = row_sum[c] * inverse[c]; whether any score of the row exceeds `bar` (a vectorisable max over 16
+ * lanes first: most rows hold no patch that matters) */
+static int scale_row(const float *restrict row_sum, const float *restrict inverse, float *restrict score,
+                     int64_t corners, float bar) {
+    float lane[16];
+    for (int j = 0; j < 16; j++) lane[j] = bar;
+    for (int64_t c = 0; c < corners; c++) score[c] = row_sum[c] * inverse[c];
+    int64_t c0 = 0;
+    for (; c0 + 16 <= corners; c0 += 16)
+        for (int j = 0; j < 16; j++) lane[j] = score[c0 + j] > lane[j] ? score[c0 + j] : lane[j];
+    int above = 0;
+    for (int j = 0; j < 16; j++) above |= lane[j] > bar;
+    for (int64_t c = c0; c < corners; c++) above |= score[c] > bar;
+    return above;
+}
 
 static void *score_positions(void *argument) {
     const Job *job = (const Job *)argument;
     const int64_t k = job->patch, s = job->stride, L = job->length, W = job->width, Ws = job->style_width;
     const int64_t content_columns = (W - k) / s + 1, corners = Ws - k + 1;
+    const float *products = (const float *)job->products;
     float *restrict row_sum = malloc(sizeof(float) * (size_t)corners);
     float *restrict patch_sum = malloc(sizeof(float) * (size_t)corners);
     float *restrict score = malloc(sizeof(float) * (size_t)corners);
@@ -32,42 +103,8 @@ static void *score_positions(void *argument) {
         for (int64_t row = 0; row < job->band_rows; row++) {
             const int64_t style_row = job->first_row + row;
             if (style_row % s) continue;
-            if (k == 3) {  /* the paper's 3 x 3 patches: the nine products summed in registers, same order */
-                const float *restrict g0 = job->products + pixel * L + row * Ws;
-                const float *restrict g1 = g0 + W * L + Ws, *restrict g2 = g1 + W * L + Ws;
-                const int64_t o1 = L + 1, o2 = 2 * (L + 1);
-                for (int64_t c = 0; c < corners; c++) {
-                    const float t0 = (g0[c] + g0[o1 + c]) + g0[o2 + c];
-                    const float t1 = (g1[c] + g1[o1 + c]) + g1[o2 + c];
-                    const float t2 = (g2[c] + g2[o1 + c]) + g2[o2 + c];
-                    row_sum[c] = (t0 + t1) + t2;
-                }
-            } else for (int64_t dy = 0; dy < k; dy++) {
-                /* G[pixel + dy*W + dx, (row + dy)*Ws + dx + c] = base[dx*(L + 1) + c] */
-                const float *restrict base = job->products + (pixel + dy * W) * L + (row + dy) * Ws;
-                for (int64_t c = 0; c < corners; c++) patch_sum[c] = base[c];
-                for (int64_t dx = 1; dx < k; dx++) {
-                    const float *restrict shifted = base + dx * (L + 1);
-                    for (int64_t c = 0; c < corners; c++) patch_sum[c] += shifted[c];
-                }
-                if (dy == 0) {
-                    for (int64_t c = 0; c < corners; c++) row_sum[c] = patch_sum[c];
-                } else {
-                    for (int64_t c = 0; c < corners; c++) row_sum[c] += patch_sum[c];
-                }
-            }
-            const float *restrict inverse = job->inverse_norms + row * Ws;
-            /* a vectorisable max over 16 lanes first: most rows hold no better patch */
-            float lane[16];
-            for (int j = 0; j < 16; j++) lane[j] = best;
-            for (int64_t c = 0; c < corners; c++) score[c] = row_sum[c] * inverse[c];
-            int64_t c0 = 0;
-            for (; c0 + 16 <= corners; c0 += 16)
-                for (int j = 0; j < 16; j++) lane[j] = score[c0 + j] > lane[j] ? score[c0 + j] : lane[j];
-            int better = 0;
-            for (int j = 0; j < 16; j++) better |= lane[j] > best;
-            for (int64_t c = c0; c < corners; c++) better |= score[c] > best;
-            if (!better) continue;
+            row_sum_float(products + pixel * L + row * Ws, L, W, Ws, k, corners, row_sum, patch_sum);
+            if (!scale_row(row_sum, job->inverse_norms + row * Ws, score, corners, best)) continue;
             for (int64_t c = 0; c < corners; c += s) {
                 if (score[c] > best) {
                     best = score[c];
@@ -84,10 +121,66 @@ static void *score_positions(void *argument) {
     return NULL;
 }
 
-int nststyle_swap_band(const float *products, const float *inverse_norms, float *best_score, int64_t *best_index,
-                       int64_t length, int64_t height, int64_t width, int64_t style_width, int64_t patch,
-                       int64_t stride, int64_t band_rows, int64_t first_row, int64_t style_columns, int threads) {
-    const int64_t positions = ((height - patch) / stride + 1) * ((width - patch) / stride + 1);
+/* The screening pass: the running best approximate score per position and the patches within `ratio` of it. A
+ * candidate is dropped once the best rises past it / ratio, so the list holds exactly the patches within `ratio`
+ * of the final best; a position with more than `capacity` of them is marked (count -1) for an exact search. */
+static void *screen_positions(void *argument) {
+    const Job *job = (const Job *)argument;
+    const int64_t k = job->patch, s = job->stride, L = job->length, W = job->width, Ws = job->style_width;
+    const int64_t content_columns = (W - k) / s + 1, corners = Ws - k + 1, capacity = job->capacity;
+    const float ratio = job->ratio;
+    const uint16_t *products = (const uint16_t *)job->products;
+    float *restrict row_sum = malloc(sizeof(float) * (size_t)corners);
+    float *restrict patch_sum = malloc(sizeof(float) * (size_t)corners);
+    float *restrict score = malloc(sizeof(float) * (size_t)corners);
+    if (!row_sum || !patch_sum || !score) { free(row_sum); free(patch_sum); free(score); return (void *)1; }
+    for (int64_t position = job->begin; position < job->end; position++) {
+        const int64_t pixel = (position / content_columns) * s * W + (position % content_columns) * s;
+        int64_t *restrict chosen = job->candidates + position * capacity;
+        float *restrict chosen_score = job->candidate_scores + position * capacity;
+        int32_t count = job->counts[position];
+        float best = job->best_score[pixel];
+        for (int64_t row = 0; row < job->band_rows; row++) {
+            const int64_t style_row = job->first_row + row;
+            if (style_row % s) continue;
+            row_sum_bf16(products + pixel * L + row * Ws, L, W, Ws, k, corners, row_sum, patch_sum);
+            /* bar: below it a score can be neither the best nor a candidate (the -inf start: any score) */
+            const float bar = best > 0 ? best * ratio : best;
+            if (!scale_row(row_sum, job->inverse_norms + row * Ws, score, corners, bar) && best > 0) continue;
+            for (int64_t c = 0; c < corners; c += s) {
+                if (!(score[c] >= best * ratio) && !(score[c] > best)) continue;
+                if (score[c] > best) {
+                    best = score[c];
+                    if (count > 0) {  /* drop the candidates the new best leaves behind */
+                        int32_t kept = 0;
+                        for (int32_t i = 0; i < count; i++) {
+                            if (chosen_score[i] >= best * ratio) {
+                                chosen[kept] = chosen[i];
+                                chosen_score[kept++] = chosen_score[i];
+                            }
+                        }
+                        count = kept;
+                    }
+                }
+                if (count < 0) continue;
+                if (count == capacity) { count = -1; continue; }
+                chosen[count] = (style_row / s) * job->style_columns + c / s;
+                chosen_score[count++] = score[c];
+            }
+        }
+        job->best_score[pixel] = best;
+        job->counts[position] = count;
+    }
+    free(row_sum);
+    free(patch_sum);
+    free(score);
+    return NULL;
+}
+
+/* the content patch positions shared out over `threads` threads (the calling thread does the first share) */
+static int run_jobs(Job *base, int threads, void *(*work)(void *)) {
+    const int64_t positions = ((base->height - base->patch) / base->stride + 1) *
+                              ((base->width - base->patch) / base->stride + 1);
     if (threads < 1) threads = 1;
     if (threads > 64) threads = 64;
     if (threads > positions) threads = (int)positions;
@@ -95,17 +188,34 @@ int nststyle_swap_band(const float *products, const float *inverse_norms, float 
     pthread_t handles[64];
     int created[64] = {0}, failed = 0;
     for (int t = 0; t < threads; t++) {
-        jobs[t] = (Job){products, inverse_norms, best_score, best_index, length, height, width, style_width, patch,
-                        stride, band_rows, first_row, style_columns, positions * t / threads,
-                        positions * (t + 1) / threads};
+        jobs[t] = *base;
+        jobs[t].begin = positions * t / threads;
+        jobs[t].end = positions * (t + 1) / threads;
     }
     for (int t = 1; t < threads; t++)
-        created[t] = pthread_create(&handles[t], NULL, score_positions, &jobs[t]) == 0;
-    if (score_positions(&jobs[0])) failed = 1;
+        created[t] = pthread_create(&handles[t], NULL, work, &jobs[t]) == 0;
+    if (work(&jobs[0])) failed = 1;
     for (int t = 1; t < threads; t++) {
         void *result = NULL;
         if (created[t]) { pthread_join(handles[t], &result); if (result) failed = 1; }
-        else if (score_positions(&jobs[t])) failed = 1;  /* no thread: do its share here */
+        else if (work(&jobs[t])) failed = 1;  /* no thread: do its share here */
     }
     return failed;
+}
+
+int nststyle_swap_band(const float *products, const float *inverse_norms, float *best_score, int64_t *best_index,
+                       int64_t length, int64_t height, int64_t width, int64_t style_width, int64_t patch,
+                       int64_t stride, int64_t band_rows, int64_t first_row, int64_t style_columns, int threads) {
+    Job job = {products, inverse_norms, best_score, best_index, length, height, width, style_width, patch, stride,
+               band_rows, first_row, style_columns, 0, 0, 0.0f, 0, NULL, NULL, NULL};
+    return run_jobs(&job, threads, score_positions);
+}
+
+int nststyle_screen_band(const uint16_t *products, const float *inverse_norms, float *best_score,
+                         int64_t *candidates, float *candidate_scores, int32_t *counts, float ratio, int64_t capacity,
+                         int64_t length, int64_t height, int64_t width, int64_t style_width, int64_t patch,
+                         int64_t stride, int64_t band_rows, int64_t first_row, int64_t style_columns, int threads) {
+    Job job = {products, inverse_norms, best_score, NULL, length, height, width, style_width, patch, stride,
+               band_rows, first_row, style_columns, 0, 0, ratio, capacity, candidates, candidate_scores, counts};
+    return run_jobs(&job, threads, screen_positions);
 }

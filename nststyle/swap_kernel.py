@@ -79,6 +79,9 @@ def _build() -> ctypes.CDLL | None:
     lib = ctypes.CDLL(str(library))
     lib.nststyle_swap_band.restype = ctypes.c_int
     lib.nststyle_swap_band.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 9 + [ctypes.c_int]
+    lib.nststyle_screen_band.restype = ctypes.c_int
+    lib.nststyle_screen_band.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_float] + [ctypes.c_int64] * 10
+                                         + [ctypes.c_int])
     return lib
 
 
@@ -110,5 +113,23 @@ def score_band(products: torch.Tensor, inverse_norms: torch.Tensor, best_score: 
         products.data_ptr(), inverse_norms.data_ptr(), best_score.data_ptr(), best_index.data_ptr(),
         products.shape[1], height, width, style_width, patch_size, stride, band_rows, first_row, style_columns,
         torch.get_num_threads())
+    if failed:
+        raise MemoryError("the style swap's C kernel could not allocate its row buffers")
+
+
+def screen_band(products: torch.Tensor, inverse_norms: torch.Tensor, best_score: torch.Tensor,
+                candidates: torch.Tensor, candidate_scores: torch.Tensor, counts: torch.Tensor, ratio: float,
+                width: int, style_width: int, patch_size: int, stride: int, band_rows: int, first_row: int,
+                style_columns: int) -> None:
+    """The screening pass of ``best_style_patches`` over one band's bfloat16 pixel products: update
+    ``best_score`` (``H*W`` float32, the best approximate score at each content patch corner) and, per content
+    patch position, the patches scoring at least ``ratio`` times the running best (``candidates`` int64 /
+    ``candidate_scores`` float32, ``P x capacity``; ``counts`` int32 ``P``, -1 where more than ``capacity`` of
+    them were found). All contiguous, on the CPU."""
+    height = products.shape[0] // width
+    failed = _loaded.nststyle_screen_band(
+        products.data_ptr(), inverse_norms.data_ptr(), best_score.data_ptr(), candidates.data_ptr(),
+        candidate_scores.data_ptr(), counts.data_ptr(), ratio, candidates.shape[1], products.shape[1], height, width,
+        style_width, patch_size, stride, band_rows, first_row, style_columns, torch.get_num_threads())
     if failed:
         raise MemoryError("the style swap's C kernel could not allocate its row buffers")

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 import nststyle.swap as swap_module
 import nststyle.swap_kernel as swap_kernel
-from nststyle.swap import (adain, adain_with_stats, approximate_best_style_patches, best_style_patches, mean_std,
-                           style_swap)
+from nststyle.swap import (SCREEN_CAPACITY, SCREEN_ERROR, adain, adain_with_stats, approximate_best_style_patches,
+                           best_style_patches, can_screen, mean_std, style_swap)
 
 
 def reference_style_swap(content, style, patch_size=3, stride=1, eps=1e-8):
@@ -99,12 +99,70 @@ def test_c_kernel_picks_the_same_patches_as_the_pytorch_pass(patch_size, stride,
     content = relu_features(2, 24, 21, 19, seed=5).float()
     style = relu_features(1, 24, 23, 17, seed=6).float()
     for style_maps in (style, relu_features(2, 24, 18, 20, seed=7).float()):
-        kernel = best_style_patches(content, style_maps, patch_size, stride, chunk_size=chunk_size)
+        kernel = best_style_patches(content, style_maps, patch_size, stride, chunk_size=chunk_size, screen=False)
         assert torch.equal(kernel, pytorch_scoring(content, style_maps, patch_size, stride, chunk_size=chunk_size))
     # ties (a style with repeated patches) keep the lower index on both paths
     tiled = style[..., :6, :].repeat(1, 1, 3, 2)
-    assert torch.equal(best_style_patches(content, tiled, patch_size, stride),
+    assert torch.equal(best_style_patches(content, tiled, patch_size, stride, screen=False),
                        pytorch_scoring(content, tiled, patch_size, stride))
+
+
+# -- screening in bfloat16 (the exact search's fast path) -----------------------------------------------------
+
+needs_screening = pytest.mark.skipif(not can_screen(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 3, 3)),
+                                     reason="no bfloat16 matrix units or no C kernel on this machine")
+
+
+@needs_screening
+def test_screening_bound_holds_for_bfloat16_pixel_products():
+    # the premise of SCREEN_RATIO: bfloat16 products of non-negative pixels, summed over a patch, stay within
+    # 3 * 2^-8 of the exact score, even over six orders of magnitude of activations
+    generator = torch.Generator().manual_seed(0)
+    content = torch.rand(500, 256, generator=generator) ** 6 * 100
+    style = torch.rand(256, 700, generator=generator) ** 6 * 100
+    exact = content.double() @ style.double()
+    approximate = (content.bfloat16() @ style.bfloat16()).double()
+    assert ((approximate - exact).abs() / exact).max() <= 3 * 2 ** -8 < SCREEN_ERROR
+
+
+@needs_screening
+@pytest.mark.parametrize("patch_size,stride,chunk_size", [(3, 1, None), (3, 1, 40), (3, 2, 7), (5, 1, 30),
+                                                          (1, 1, None), (4, 3, 9), (2, 1, 12)])
+def test_screened_search_picks_the_exact_searchs_patches(patch_size, stride, chunk_size):
+    content = structured_features(64, 21, 19, seed=11).float()
+    for style in (structured_features(64, 23, 17, seed=12).float(),
+                  torch.cat([structured_features(64, 18, 20, seed=s).float() for s in (13, 14)])):
+        batch_content = content.expand(style.shape[0], -1, -1, -1).contiguous() if style.shape[0] > 1 else content
+        screened = best_style_patches(batch_content, style, patch_size, stride, chunk_size=chunk_size, screen=True)
+        assert torch.equal(screened, best_style_patches(batch_content, style, patch_size, stride,
+                                                        chunk_size=chunk_size, screen=False))
+    # ties (a style with repeated patches) keep the lower index
+    tiled = style[:1, :, :6, :].repeat(1, 1, 3, 2)
+    assert torch.equal(best_style_patches(content, tiled, patch_size, stride, screen=True),
+                       best_style_patches(content, tiled, patch_size, stride, screen=False))
+
+
+@needs_screening
+def test_screened_search_handles_more_near_ties_than_it_keeps_and_empty_patches():
+    # a nearly flat style: every patch scores within 0.1 % of the best, far more than SCREEN_CAPACITY candidates
+    # (those positions are searched exactly); content patches that are all zero score 0 everywhere (the first patch)
+    generator = torch.Generator().manual_seed(3)
+    style = 1 + 1e-3 * torch.rand(1, 16, 14, 14, generator=generator)
+    content = torch.rand(1, 16, 12, 12, generator=generator)
+    content[..., :5, :5] = 0
+    assert 12 * 12 > SCREEN_CAPACITY
+    screened = best_style_patches(content, style, screen=True)
+    assert torch.equal(screened, best_style_patches(content, style, screen=False))
+    assert torch.all(screened[0, :3, :3] == 0)
+
+
+def test_screening_applies_to_non_negative_float32_maps_only():
+    content, style = torch.rand(1, 8, 9, 9), torch.rand(1, 8, 9, 9)
+    assert not can_screen(content - 0.5, style) and not can_screen(content.double(), style.double())
+    with pytest.raises(ValueError, match="screen=True needs"):
+        best_style_patches(content - 0.5, style, screen=True)
+    # negative values: the default search stays exact on the float32 path
+    assert torch.equal(best_style_patches(content - 0.5, style), best_style_patches(content - 0.5, style, screen=False))
 
 
 def test_c_kernel_falls_back_with_a_warning_when_it_cannot_be_built(monkeypatch, tmp_path):

@@ -73,17 +73,22 @@ def reset_peak_rss() -> None:
         clear_refs.write("5")
 
 
-# exact_pytorch: the exact search with its scoring pass in PyTorch instead of the C kernel (nststyle.swap_kernel)
-METHODS = ("exact", "exact_pytorch", "approximate", "reference")
+# exact: as style_swap runs it (screened in bfloat16 where the CPU can, then the candidates scored exactly);
+# exact_float32: the search over float32 products with the C scoring pass (no screening);
+# exact_pytorch: the float32 search with its scoring pass in PyTorch instead of the C kernel (nststyle.swap_kernel)
+METHODS = ("exact", "exact_float32", "exact_pytorch", "approximate", "reference")
 
 
 def worker(method: str, features_path: str, output_path: str, repeats: int, threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
+    from nststyle import swap as swap_module
     from nststyle import swap_kernel
     from nststyle.swap import style_swap
     if method == "exact_pytorch":
         swap_kernel._loaded = False
+    elif method == "exact_float32":
+        swap_module.can_screen = lambda content, style: False
     elif method == "exact" and not swap_kernel.available():
         raise SystemExit("the C kernel is unavailable here: exact would time the PyTorch path")
     sys.path.insert(0, str(TESTS))
@@ -158,7 +163,7 @@ def main() -> None:
                 if result:
                     print(f"  {method:11s} median {result['time']:7.2f} s   peak +{result['peak_mb']:7.0f} MB",
                           flush=True)
-            exact, exact_pytorch, approximate, reference = (results[method] for method in METHODS)
+            exact, exact_float32, exact_pytorch, approximate, reference = (results[method] for method in METHODS)
             outputs = {method: torch.load(Path(tmp) / f"{method}_{size}.pt") for method in METHODS if results[method]}
             if exact and reference:
                 a, b = outputs["exact"], outputs["reference"]
@@ -167,10 +172,14 @@ def main() -> None:
                       f"{b.abs().max().item():.1f}), {100 * differs:.3f} % of values differ; speed-up "
                       f"{reference['time'] / exact['time']:.1f}x, memory {exact['peak_mb'] / reference['peak_mb']:.3f} "
                       f"of the reference", flush=True)
-            if exact and exact_pytorch:
-                same = torch.equal(outputs["exact"], outputs["exact_pytorch"])
+            if exact and exact_float32:
+                same = torch.equal(outputs["exact"], outputs["exact_float32"])
+                print(f"  screened vs float32 search: {'identical' if same else 'DIFFERENT'} outputs, speed-up "
+                      f"{exact_float32['time'] / exact['time']:.2f}x", flush=True)
+            if exact_float32 and exact_pytorch:
+                same = torch.equal(outputs["exact_float32"], outputs["exact_pytorch"])
                 print(f"  C kernel vs PyTorch scoring: {'identical' if same else 'DIFFERENT'} outputs, speed-up "
-                      f"{exact_pytorch['time'] / exact['time']:.2f}x", flush=True)
+                      f"{exact_pytorch['time'] / exact_float32['time']:.2f}x", flush=True)
             agree = relative = None
             if exact and approximate:
                 agree = agreement(content, style)
@@ -180,12 +189,13 @@ def main() -> None:
                       f"output relative L2 difference {relative:.4f}; "
                       f"speed-up {exact['time'] / approximate['time']:.2f}x",
                       flush=True)
-            rows.append((size, exact, exact_pytorch, approximate, reference, agree, relative))
-    print("\nsize  exact_s  pytorch_s  approx_s  speedup  agree_%  rel_diff  ref_s  exact_MB  approx_MB  ref_MB")
+            rows.append((size, exact, exact_float32, exact_pytorch, approximate, reference, agree, relative))
+    print("\nsize  exact_s  float32_s  pytorch_s  approx_s  speedup  agree_%  rel_diff  ref_s  exact_MB  approx_MB  ref_MB")
     cell = lambda result, key, form: format(result[key], form) if result else "-"
-    for size, exact, exact_pytorch, approximate, reference, agree, relative in rows:
+    for size, exact, exact_float32, exact_pytorch, approximate, reference, agree, relative in rows:
         speedup = f"{exact['time'] / approximate['time']:.2f}x" if exact and approximate else "-"
-        print(f"{size:4d} {cell(exact, 'time', '8.2f'):>8s} {cell(exact_pytorch, 'time', '10.2f'):>10s} "
+        print(f"{size:4d} {cell(exact, 'time', '8.2f'):>8s} {cell(exact_float32, 'time', '10.2f'):>10s} "
+              f"{cell(exact_pytorch, 'time', '10.2f'):>10s} "
               f"{cell(approximate, 'time', '9.2f'):>9s} {speedup:>8s} "
               f"{'-' if agree is None else format(100 * agree, '8.2f'):>8s} "
               f"{'-' if relative is None else format(relative, '9.4f'):>9s} {cell(reference, 'time', '6.2f'):>6s} "
