@@ -114,7 +114,8 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
                   **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
-    ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast; normalisations, the
+    ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast, channels-last; the inverse
+    network's with bfloat16 weights; normalisations, the
     style swap and the outputs stay float32). ``compile``: ``torch.compile`` the networks (a minute
     on the first image and on each new size, then faster: for folders, the demo, video frames).
     ``colour_shift``: how far ``stylize_large`` moves a result's mean colour to its painting's (0: not at
@@ -156,9 +157,7 @@ def _checkpoint_stylizer(path, device, precision: str, compile: bool, options: d
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
     stylizer.precision = precision
-    if stylizer.channels_last():
-        for network in stylizer.networks():
-            network.to(memory_format=torch.channels_last)
+    stylizer.prepare_networks()
     stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0))
     if compile:
         for network in stylizer.networks():
@@ -190,18 +189,34 @@ class Stylizer:
         """``style`` as the model reads it for its style: at most ``style_size`` on its longer side."""
         return resize_max(style, self.style_size)
 
+    # bf16 with bfloat16 weights instead of autocast: for networks of convolutions, norms and ReLUs alone, whose
+    # bfloat16 kernels accumulate in float32; autocast would cast around every pad and norm
+    bf16_weights = False
+
     def autocast(self):
-        """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16``."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16`` (and the weights
+        are not bfloat16 themselves)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16" and not self.bf16_weights)
 
     def channels_last(self) -> bool:
         # oneDNN's bfloat16 convolutions want NHWC: the inverse network's VGG encoder runs 1.8x faster so
         # (0.144 -> 0.079 s at 384 px, one thread), the variational model 1.14x; in float32 it does not pay
         return self.precision == "bf16"
 
+    def prepare_networks(self) -> None:
+        """The networks in the layout (and, with ``bf16_weights``, the dtype) ``precision`` runs fastest in."""
+        for network in self.networks():
+            if self.channels_last():
+                network.to(memory_format=torch.channels_last)
+            if self.precision == "bf16" and self.bf16_weights:
+                network.to(torch.bfloat16)
+
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` on the device, in the memory format the networks run fastest in."""
+        """``images`` on the device, in the memory format (and dtype) the networks run fastest in."""
         images = images.to(self.device)
+        if self.precision == "bf16" and self.bf16_weights:
+            images = images.bfloat16()
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last() else images
 
     def network_output(self, images: torch.Tensor) -> torch.Tensor:
@@ -389,6 +404,7 @@ class InverseStylizer(Stylizer):
     """
 
     multiple = 4  # relu3_1 is 1/4 of the image: H, W multiples of 4 come back at the same size
+    bf16_weights = True  # VGG to relu3_1 and the decoder: the decoder 0.18 -> 0.08 s at 384 px, one thread
 
     def __init__(self, net: InverseNet, encoder: VGGEncoder, layer: str, device: torch.device,
                  patch_size: int = 3, stride: int = 1, swap_mode: str = "exact"):

@@ -192,22 +192,34 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
         best_index = torch.where(better, (row // s) * cols_s + column // s, best_index)
     if screen:
         corner_scores = best_score.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c].flatten(1)
-        return torch.stack([_screened_best(content[item: item + 1], style[item: item + 1] if style.shape[0] > 1
-                                           else style, candidates[item], counts[item], corner_scores[item], k, s, eps)
-                            for item in range(batch)]).view(batch, rows_c, cols_c)
+        results = []
+        for item in range(batch):
+            content_map, style_map = content[item: item + 1], style[item: item + 1] if style.shape[0] > 1 else style
+            overflowed = ((counts[item] < 0) & (corner_scores[item] > 0)).float().mean()
+            if overflowed > SCREEN_MAX_OVERFLOW:  # a map of near-ties (flat regions): the float32 search is cheaper
+                results.append(best_style_patches(content_map, style_map, k, s, chunk_size, eps, screen=False)[0])
+            else:
+                results.append(_screened_best(content_map, style_map, candidates[item], counts[item],
+                                              corner_scores[item], k, s, eps).view(rows_c, cols_c))
+        return torch.stack(results)
     return best_index.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c]
 
 
 # -- screening in bfloat16 -----------------------------------------------------------------------------------
-# With no negative values (ReLU maps) every pixel product is >= 0, so the rounding of the bfloat16 inputs
-# (2^-8 each), the product's rounding to bfloat16 (2^-8) and the float32 sums bound the relative error of
-# every approximate score by ~3 * 2^-8 = 1.2 %. A patch whose approximate score is below SCREEN_RATIO times the
-# best approximate score can then not be the best: SCREEN_RATIO = (1 - d) / (1 + d) with d = 2 %, a margin of
-# 1.7x over the bound. At relu3_1 of real photo/painting pairs ~2.5 patches per position pass (at most ~15).
-SCREEN_ERROR = 0.02
+# With no negative values (ReLU maps) every pixel product is >= 0 and no sum cancels, so the rounding of the
+# bfloat16 inputs (2^-8 each, to nearest), the products' rounding to bfloat16 (2^-8; the products themselves
+# are exact in float32) and the float32 sums (~2^-16 over 256 channels) bound the relative error of every
+# approximate score by 3 * 2^-8 + 2^-15 = 1.18 %. A patch whose approximate score is below SCREEN_RATIO times
+# the best approximate score can then not be the best: SCREEN_RATIO = (1 - d) / (1 + d) with d = 1.25 %.
+# At relu3_1 of real photo/painting pairs ~2.5 patches per position pass (at most ~15); noise images, whose
+# patches all look alike, pass ~20.
+SCREEN_ERROR = 0.0125
 SCREEN_RATIO = (1 - SCREEN_ERROR) / (1 + SCREEN_ERROR)
-SCREEN_CAPACITY = 64  # candidates kept per position; more: that position gets an exact search of its own
+SCREEN_CAPACITY = 128  # candidates kept per position; more: that position gets an exact search of its own
 FULL_SEARCH_CHUNK = 64  # positions scored against every style patch at once, where the screening overflowed
+# Scoring one position against every style patch costs ~9x its share of the float32 search (patches, not
+# pixels): past this fraction of overflowing positions the float32 search of the whole map is cheaper.
+SCREEN_MAX_OVERFLOW = 0.08
 
 
 def can_screen(content: torch.Tensor, style: torch.Tensor) -> bool:

@@ -143,9 +143,12 @@ def test_screened_search_picks_the_exact_searchs_patches(patch_size, stride, chu
 
 
 @needs_screening
-def test_screened_search_handles_more_near_ties_than_it_keeps_and_empty_patches():
-    # a nearly flat style: every patch scores within 0.1 % of the best, far more than SCREEN_CAPACITY candidates
-    # (those positions are searched exactly); content patches that are all zero score 0 everywhere (the first patch)
+@pytest.mark.parametrize("max_overflow", [1.0, 0.0], ids=["per-position", "whole-map"])
+def test_screened_search_handles_more_near_ties_than_it_keeps_and_empty_patches(max_overflow, monkeypatch):
+    # a nearly flat style: every patch scores within 0.1 % of the best, more than SCREEN_CAPACITY candidates:
+    # those positions are searched exactly, each on its own or (past SCREEN_MAX_OVERFLOW of them) all by the
+    # float32 search; content patches that are all zero score 0 everywhere (the first patch)
+    monkeypatch.setattr(swap_module, "SCREEN_MAX_OVERFLOW", max_overflow)
     generator = torch.Generator().manual_seed(3)
     style = 1 + 1e-3 * torch.rand(1, 16, 14, 14, generator=generator)
     content = torch.rand(1, 16, 12, 12, generator=generator)
