@@ -61,7 +61,7 @@ USER_ERRORS = (ImageError, StylizeError, WeightsUnavailableError, FloatingPointE
 
 
 # where and how the models run; serve() sets them from infer.py's device= / precision=
-RUNTIME = {"device": None, "precision": "fp32"}
+RUNTIME = {"device": None, "precision": "auto"}
 
 
 # the quality mode's L-BFGS evaluations per painting (nststyle.refine: ~20 s on one CPU thread, then kept for every photo)
@@ -298,9 +298,9 @@ def stop_like_ctrl_c(signum, frame):
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, max_size: int = 512, device: str | None = None,
-          precision: str = "fp32") -> None:
+          precision: str = "auto") -> None:
     """Serve the page until interrupted (Ctrl-C); one stylisation runs at a time (they share the CPU).
-    ``device`` (None: cuda when available) and ``precision`` (fp32, bf16) as for ``load_stylizer``."""
+    ``device`` (None: cuda when available) and ``precision`` (fp32, bf16, auto) as for ``load_stylizer``."""
     RUNTIME.update(device=device, precision=precision)
     cached_stylizer.cache_clear()
     if threading.current_thread() is threading.main_thread():
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-size", type=int, default=512, help="default working size (longer side, px)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"])
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

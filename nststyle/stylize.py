@@ -60,7 +60,7 @@ def register(kind: str):
     return add
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 # the key under which an exported file (nststyle.export) records the model's card as JSON: ONNX metadata, a
 # TorchScript extra file (e.g. {"style_size": 192})
 METADATA_KEY = "nststyle"
@@ -114,9 +114,10 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
                   **options) -> "Stylizer":
     """Build the right ``Stylizer`` for a checkpoint (its ``nststyle.kind``), in eval mode on ``device``.
 
-    ``precision``: ``fp32``, or ``bf16`` (the networks under bfloat16 autocast, channels-last; the inverse
-    network's with bfloat16 weights; normalisations, the
-    style swap and the outputs stay float32). ``compile``: ``torch.compile`` the networks (a minute
+    ``precision``: ``fp32``, ``bf16`` (the networks under bfloat16 autocast, channels-last; the inverse
+    network's with bfloat16 weights; normalisations, the style swap and the outputs stay float32), or ``auto``
+    (``bf16`` where the device runs it natively, ``swap.bf16_is_fast``, else ``fp32``; what ``infer.py`` uses:
+    the evaluation's figures of both shipped models agree to 0.001 between the two). ``compile``: ``torch.compile`` the networks (a minute
     on the first image and on each new size, then faster: for folders, the demo, video frames).
     ``colour_shift``: how far ``stylize_large`` moves a result's mean colour to its painting's (0: not at
     all, 1: onto it); None: what the model's card says (``nststyle.colour_shift``; 0 when it says nothing).
@@ -131,7 +132,7 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
     if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
         if not Path(path).is_file():
             raise StylizeError(f"exported model not found: {path}")
-        if precision != "fp32" or compile:
+        if precision not in ("fp32", "auto") or compile:
             raise StylizeError("precision= and compile= apply to checkpoints; an exported model runs as exported")
         stylizer = ExportedStylizer(path, **options)
     else:
@@ -156,6 +157,8 @@ def _checkpoint_stylizer(path, device, precision: str, compile: bool, options: d
         raise StylizeError(f"{', '.join(unknown)} do(es) not apply to a {kind!r} checkpoint")
     stylizer = cls.from_checkpoint(checkpoint, torch.device(device) if device else default_device(), **options)
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
+    if precision == "auto":
+        precision = "bf16" if bf16_is_fast(stylizer.device) else "fp32"
     stylizer.precision = precision
     stylizer.prepare_networks()
     stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0))

@@ -296,7 +296,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     """Whether matrix products and convolutions run natively in bfloat16 on ``device`` (CUDA; CPUs with
     AVX512-BF16 or AMX, where they are 2-2.5x faster than float32)."""
     if device.type == "cuda":
-        return True
+        return torch.cuda.is_bf16_supported()
     try:
         return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN

@@ -173,7 +173,7 @@ def test_python_m_nststyle_demo_passes_its_options_to_serve(monkeypatch):
     monkeypatch.setattr(demo, "serve", lambda *args: served.append(args))
     demo.main(["--port", "7999", "--max-size", "256"])
     demo.main(["--port", "7999", "--device", "cpu", "--precision", "bf16"])
-    assert served == [("127.0.0.1", 7999, 256, None, "fp32"),  # loopback unless told otherwise
+    assert served == [("127.0.0.1", 7999, 256, None, "auto"),  # loopback unless told otherwise
                       ("127.0.0.1", 7999, 512, "cpu", "bf16")]
 
 

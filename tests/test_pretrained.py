@@ -20,6 +20,7 @@ from nststyle.models.variational import VariationalStyleNet
 from nststyle.pretrained import Pretrained, export, half_if_it_fits, inference_state
 from nststyle.sample_set import style_images
 from nststyle.stylize import StylizeError, load_stylizer
+from nststyle.swap import bf16_is_fast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -237,3 +238,9 @@ def test_bf16_inference_stays_close_to_float32(weights):
     assert difference.mean() < 0.02 and 0 < difference.max() < 0.5, (difference.mean(), difference.max())
     with pytest.raises(StylizeError, match="unknown precision 'fp8'"):
         load_stylizer(weights.name.lower(), "cpu", precision="fp8")
+
+
+def test_auto_precision_is_bf16_where_the_device_runs_it_natively():
+    expected = "bf16" if bf16_is_fast(torch.device("cpu")) else "fp32"
+    assert load_stylizer("inverse", "cpu", precision="auto").precision == expected
+    assert load_stylizer("variational", "cpu").precision == "fp32"  # the library's default stays explicit

@@ -71,7 +71,7 @@ def test_stylize_one_pair_writes_exactly_output(ckpt, images, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
     result = saved(out)
     assert result.shape == (1, 3, 56, 72)  # already a multiple of 4: size kept
-    stylizer = load_stylizer(ckpt, "cpu")
+    stylizer = load_stylizer(ckpt, "cpu", precision="auto")
     expected = stylizer.stylize(saved(images["chelsea"]), saved(images["rocket"]))
     assert (result - expected).abs().max() <= 1 / 255 + 1e-6  # PNG rounding only
 
@@ -89,7 +89,7 @@ def test_stylize_folder_times_styles_writes_all_pairs_and_a_grid(ckpt, images, t
 
 
 def test_alpha_zero_uses_the_contents_own_code_and_styles_differ(ckpt, images, tmp_path):
-    stylizer = load_stylizer(ckpt, "cpu")
+    stylizer = load_stylizer(ckpt, "cpu", precision="auto")
     content, style = saved(images["chelsea"]), saved(images["rocket"])
     own = stylizer.decode(content, stylizer.style_code(content))
     torch.testing.assert_close(stylizer.stylize(content, style, alpha=0.0), own)
@@ -102,7 +102,7 @@ def test_preserve_color_recolours_the_style_first(ckpt, images, tmp_path):
     out = tmp_path / "kept.png"
     run(f"ckpt={ckpt}", f"content={images['chelsea']}", f"style={images['rocket']}", f"output={out}",
         "preserve_color=true")
-    stylizer, content, style = load_stylizer(ckpt, "cpu"), saved(images["chelsea"]), saved(images["rocket"])
+    stylizer, content, style = load_stylizer(ckpt, "cpu", precision="auto"), saved(images["chelsea"]), saved(images["rocket"])
     expected = stylizer.stylize(content, match_color(style, content))
     assert (saved(out) - expected).abs().max() <= 1 / 255 + 1e-6
 
@@ -112,7 +112,7 @@ def test_mix_with_one_hot_weights_is_that_style(ckpt, images, tmp_path):
     summary = run(f"ckpt={ckpt}", "mode=mix", f"content={images['chelsea']}",
                   f"style=[{images['rocket']},{images['astronaut']}]", "weights=[0,2]", f"output={out}")
     assert summary.startswith("mix: wrote 1 image(s)") and (tmp_path / "mix_grid.jpg").exists()
-    stylizer = load_stylizer(ckpt, "cpu")
+    stylizer = load_stylizer(ckpt, "cpu", precision="auto")
     astronaut = load_image(images["astronaut"], max_size=512)[None]
     expected = stylizer.stylize(saved(images["chelsea"]), astronaut)
     assert (saved(out) - expected).abs().max() <= 1 / 255 + 1e-6
@@ -128,7 +128,7 @@ def test_sample_draws_distinct_reproducible_styles(ckpt, images, tmp_path):
     assert all(f.exists() for f in files) and (tmp_path / "s_grid.jpg").exists() and "wrote 3 image(s)" in summary
     a, b = saved(files[0]), saved(files[1])
     assert (a - b).abs().mean() > 1e-4
-    again = load_stylizer(ckpt, "cpu").sample(saved(images["chelsea"]), 3, seed=7)
+    again = load_stylizer(ckpt, "cpu", precision="auto").sample(saved(images["chelsea"]), 3, seed=7)
     assert (again[1] - b).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -138,7 +138,7 @@ def test_interpolate_ends_at_both_styles(ckpt, images, tmp_path, method):
         f"style=[{images['rocket']},{images['astronaut']}]", f"output={tmp_path / 'i.png'}")
     steps = [saved(tmp_path / f"i_step{i}.png") for i in range(4)]
     assert (tmp_path / "i_grid.jpg").exists()
-    stylizer, content = load_stylizer(ckpt, "cpu"), saved(images["chelsea"])
+    stylizer, content = load_stylizer(ckpt, "cpu", precision="auto"), saved(images["chelsea"])
     first = stylizer.stylize(content, saved(images["rocket"]))
     last = stylizer.stylize(content, load_image(images["astronaut"], max_size=512)[None])
     assert (steps[0] - first).abs().max() <= 1 / 255 + 1e-5
