@@ -497,9 +497,9 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     exact search's style patch at 98.2 % of the positions (98.9 % at 256 px, 98.4 % at 384 px; 95.5-98.0 %
     for four more photo/painting pairs at 512 px), and where it differs, the patch it picks scores within 1 %
     of the best (median; 95 % of them within 5 %). The whole swap in ``bench_swap.py`` (a fresh process per
-    call, 2 threads, the other core idle): approximate 0.40 s, exact 0.73 s with the C scoring pass
-    (``nststyle.swap_kernel``), 1.25 s with the PyTorch one. Extra memory ~100 MB against 164 MB (PyTorch
-    scoring: 420 MB). Both modes share the rebuild.
+    call, 2 threads, the other core idle): approximate 0.40 s; exact 0.68 s screened in bfloat16, 1.16 s over
+    float32 products with the C scoring pass (``nststyle.swap_kernel``), 1.56 s with the PyTorch one. Extra
+    memory ~100 MB against 156 MB (PyTorch scoring: 420 MB). Both modes share the rebuild.
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")
