@@ -87,103 +87,107 @@ static int scale_row(const float *restrict row_sum, const float *restrict invers
     return above;
 }
 
-static void *score_positions(void *argument) {
-    const Job *job = (const Job *)argument;
-    const int64_t k = job->patch, s = job->stride, L = job->length, W = job->width, Ws = job->style_width;
-    const int64_t content_columns = (W - k) / s + 1, corners = Ws - k + 1;
-    const float *products = (const float *)job->products;
-    float *restrict row_sum = malloc(sizeof(float) * (size_t)corners);
-    float *restrict patch_sum = malloc(sizeof(float) * (size_t)corners);
-    float *restrict score = malloc(sizeof(float) * (size_t)corners);
-    if (!row_sum || !patch_sum || !score) { free(row_sum); free(patch_sum); free(score); return (void *)1; }
+/* Buffers of one row of patch corners for a position's work (row sums, partial sums, scores). */
+typedef struct { float *row_sum, *patch_sum, *score; } Rows;
+typedef void (*PositionWork)(const Job *job, int64_t position, int64_t pixel, const Rows *rows);
+
+/* `work` for each of this job's content patch positions, with the flat index of the patch's corner pixel */
+static void *for_positions(const Job *job, PositionWork work) {
+    const int64_t corners = job->style_width - job->patch + 1;
+    const int64_t content_columns = (job->width - job->patch) / job->stride + 1;
+    float *buffers = malloc(3 * sizeof(float) * (size_t)corners);
+    if (!buffers) return (void *)1;
+    const Rows rows = {buffers, buffers + corners, buffers + 2 * corners};
     for (int64_t position = job->begin; position < job->end; position++) {
-        const int64_t pixel = (position / content_columns) * s * W + (position % content_columns) * s;
-        float best = job->best_score[pixel];
-        int64_t best_at = job->best_index[pixel];
-        for (int64_t row = 0; row < job->band_rows; row++) {
-            const int64_t style_row = job->first_row + row;
-            if (style_row % s) continue;
-            row_sum_float(products + pixel * L + row * Ws, L, W, Ws, k, corners, row_sum, patch_sum);
-            if (!scale_row(row_sum, job->inverse_norms + row * Ws, score, corners, best)) continue;
-            for (int64_t c = 0; c < corners; c += s) {
-                if (score[c] > best) {
-                    best = score[c];
-                    best_at = (style_row / s) * job->style_columns + c / s;
-                }
-            }
-        }
-        job->best_score[pixel] = best;
-        job->best_index[pixel] = best_at;
+        const int64_t pixel = (position / content_columns) * job->stride * job->width
+                              + (position % content_columns) * job->stride;
+        work(job, position, pixel, &rows);
     }
-    free(row_sum);
-    free(patch_sum);
-    free(score);
+    free(buffers);
     return NULL;
 }
 
-/* The screening pass: the running best approximate score per position and the patches within `ratio` of it. A
- * candidate is dropped once the best rises past it / ratio, so the list holds exactly the patches within `ratio`
- * of the final best; a position with more than `capacity` of them is marked (count -1) for an exact search. */
-static void *screen_positions(void *argument) {
-    const Job *job = (const Job *)argument;
+/* The exact pass: the running best patch of one position over the band. */
+static void score_position(const Job *job, int64_t position, int64_t pixel, const Rows *rows) {
+    (void)position;
     const int64_t k = job->patch, s = job->stride, L = job->length, W = job->width, Ws = job->style_width;
-    const int64_t content_columns = (W - k) / s + 1, corners = Ws - k + 1, capacity = job->capacity;
-    const float ratio = job->ratio;
-    const uint16_t *products = (const uint16_t *)job->products;
-    float *restrict row_sum = malloc(sizeof(float) * (size_t)corners);
-    float *restrict patch_sum = malloc(sizeof(float) * (size_t)corners);
-    float *restrict score = malloc(sizeof(float) * (size_t)corners);
-    if (!row_sum || !patch_sum || !score) { free(row_sum); free(patch_sum); free(score); return (void *)1; }
-    for (int64_t position = job->begin; position < job->end; position++) {
-        const int64_t pixel = (position / content_columns) * s * W + (position % content_columns) * s;
-        int64_t *restrict chosen = job->candidates + position * capacity;
-        float *restrict chosen_score = job->candidate_scores + position * capacity;
-        int32_t count = job->counts[position];
-        float best = job->best_score[pixel];
-        for (int64_t row = 0; row < job->band_rows; row++) {
-            const int64_t style_row = job->first_row + row;
-            if (style_row % s) continue;
-            row_sum_bf16(products + pixel * L + row * Ws, L, W, Ws, k, corners, row_sum, patch_sum);
-            /* bar: below it a score can be neither the best nor a candidate (the -inf start: any score) */
-            const float bar = best > 0 ? best * ratio : best;
-            if (!scale_row(row_sum, job->inverse_norms + row * Ws, score, corners, bar) && best > 0) continue;
-            for (int64_t c = 0; c < corners; c += s) {
-                if (!(score[c] >= best * ratio) && !(score[c] > best)) continue;
-                if (score[c] > best) {
-                    best = score[c];
-                    if (count > 0) {  /* drop the candidates the new best leaves behind */
-                        int32_t kept = 0;
-                        for (int32_t i = 0; i < count; i++) {
-                            if (chosen_score[i] >= best * ratio) {
-                                chosen[kept] = chosen[i];
-                                chosen_score[kept++] = chosen_score[i];
-                            }
-                        }
-                        count = kept;
-                    }
-                }
-                if (count < 0) continue;
-                if (count == capacity) { count = -1; continue; }
-                chosen[count] = (style_row / s) * job->style_columns + c / s;
-                chosen_score[count++] = score[c];
+    const int64_t corners = Ws - k + 1;
+    const float *products = (const float *)job->products;
+    float *restrict score = rows->score;
+    float best = job->best_score[pixel];
+    int64_t best_at = job->best_index[pixel];
+    for (int64_t row = 0; row < job->band_rows; row++) {
+        const int64_t style_row = job->first_row + row;
+        if (style_row % s) continue;
+        row_sum_float(products + pixel * L + row * Ws, L, W, Ws, k, corners, rows->row_sum, rows->patch_sum);
+        if (!scale_row(rows->row_sum, job->inverse_norms + row * Ws, score, corners, best)) continue;
+        for (int64_t c = 0; c < corners; c += s) {
+            if (score[c] > best) {
+                best = score[c];
+                best_at = (style_row / s) * job->style_columns + c / s;
             }
         }
-        job->best_score[pixel] = best;
-        job->counts[position] = count;
     }
-    free(row_sum);
-    free(patch_sum);
-    free(score);
-    return NULL;
+    job->best_score[pixel] = best;
+    job->best_index[pixel] = best_at;
 }
+
+/* The screening pass: the running best approximate score of one position and the patches within `ratio` of it.
+ * A candidate is dropped once the best rises past it / ratio, so the list holds exactly the patches within
+ * `ratio` of the final best; a position with more than `capacity` of them is marked (count -1). */
+static void screen_position(const Job *job, int64_t position, int64_t pixel, const Rows *rows) {
+    const int64_t k = job->patch, s = job->stride, L = job->length, W = job->width, Ws = job->style_width;
+    const int64_t corners = Ws - k + 1, capacity = job->capacity;
+    const float ratio = job->ratio;
+    const uint16_t *products = (const uint16_t *)job->products;
+    float *restrict score = rows->score;
+    int64_t *restrict chosen = job->candidates + position * capacity;
+    float *restrict chosen_score = job->candidate_scores + position * capacity;
+    int32_t count = job->counts[position];
+    float best = job->best_score[pixel];
+    for (int64_t row = 0; row < job->band_rows; row++) {
+        const int64_t style_row = job->first_row + row;
+        if (style_row % s) continue;
+        row_sum_bf16(products + pixel * L + row * Ws, L, W, Ws, k, corners, rows->row_sum, rows->patch_sum);
+        /* bar: below it a score can be neither the best nor a candidate (the -inf start: any score) */
+        const float bar = best > 0 ? best * ratio : best;
+        if (!scale_row(rows->row_sum, job->inverse_norms + row * Ws, score, corners, bar) && best > 0) continue;
+        for (int64_t c = 0; c < corners; c += s) {
+            if (!(score[c] >= best * ratio) && !(score[c] > best)) continue;
+            if (score[c] > best) {
+                best = score[c];
+                if (count > 0) {  /* drop the candidates the new best leaves behind */
+                    int32_t kept = 0;
+                    for (int32_t i = 0; i < count; i++) {
+                        if (chosen_score[i] >= best * ratio) {
+                            chosen[kept] = chosen[i];
+                            chosen_score[kept++] = chosen_score[i];
+                        }
+                    }
+                    count = kept;
+                }
+            }
+            if (count < 0) continue;
+            if (count == capacity) { count = -1; continue; }
+            chosen[count] = (style_row / s) * job->style_columns + c / s;
+            chosen_score[count++] = score[c];
+        }
+    }
+    job->best_score[pixel] = best;
+    job->counts[position] = count;
+}
+
+static void *score_positions(void *job) { return for_positions((const Job *)job, score_position); }
+static void *screen_positions(void *job) { return for_positions((const Job *)job, screen_position); }
 
 /* the content patch positions shared out over `threads` threads (the calling thread does the first share) */
 static int run_jobs(Job *base, int threads, void *(*work)(void *)) {
     const int64_t positions = ((base->height - base->patch) / base->stride + 1) *
                               ((base->width - base->patch) / base->stride + 1);
-    if (threads < 1) threads = 1;
+    if (positions < 1) return 0;
     if (threads > 64) threads = 64;
     if (threads > positions) threads = (int)positions;
+    if (threads < 1) threads = 1;
     Job jobs[64];
     pthread_t handles[64];
     int created[64] = {0}, failed = 0;
