@@ -147,7 +147,7 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
                          "and the C kernel")
     search_style = style
     if screen:  # the pixel products in bfloat16, on the CPU's matrix units (6x float32 here)
-        content_pixels, search_style = content_pixels.bfloat16(), style.bfloat16()
+        content_pixels, search_style = content_pixels.bfloat16().contiguous(), style.bfloat16()
         n_positions = rows_c * cols_c
         candidates = torch.zeros(batch, n_positions, SCREEN_CAPACITY, dtype=torch.long)
         candidate_scores = torch.empty(batch, n_positions, SCREEN_CAPACITY)
