@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import ReflectionPad
+
 NORMS = ("instance", "batch", "none")
 UPSAMPLES = ("nearest", "transposed")
 OUTPUTS = ("sigmoid", "clamp")
@@ -28,7 +30,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 def _conv(in_channels: int, out_channels: int) -> nn.Module:
     # Reflection padding keeps borders free of the dark frame zero padding paints on decoded images.
-    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3))
+    return nn.Sequential(ReflectionPad(1), nn.Conv2d(in_channels, out_channels, 3))
 
 
 class ClampST(nn.Module):

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..features import VGGEncoder
 from ..swap import mean_std
+from .layers import ReflectConv2d
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -35,7 +36,7 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     # Reflection padding: zero padding leaves dark frames around stylised images.
-    return nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, padding_mode="reflect")
+    return ReflectConv2d(in_channels, out_channels, 3, stride, padding=1)
 
 
 class ResBlock(nn.Module):
@@ -68,7 +69,7 @@ class Encoder(nn.Module):
                  norm: str = "instance", in_channels: int = 3):
         super().__init__()
         self.widths = stage_widths(width, downsamplings, max_width)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, padding=3, padding_mode="reflect"),
+        self.stem = nn.Sequential(ReflectConv2d(in_channels, width, 7, padding=3),
                                   norm_layer(norm, width), nn.ReLU(inplace=True))
         self.levels = nn.ModuleList(
             nn.Sequential(ResBlock(c_in, c_out, stride=2, norm=norm),
@@ -245,7 +246,7 @@ class Decoder(nn.Module):
         self.ups = nn.ModuleList(
             UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim)
             for level in reversed(range(len(widths) - 1)))
-        self.to_rgb = nn.Conv2d(widths[0], 3, 7, padding=3, padding_mode="reflect")
+        self.to_rgb = ReflectConv2d(widths[0], 3, 7, padding=3)
 
     def forward(self, content_features: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         return self.synthesize(content_features, self.mapping(z))
