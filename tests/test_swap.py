@@ -340,3 +340,15 @@ def test_mean_std_matches_torch():
     assert mean.shape == std.shape == (2, 3, 1, 1)
     torch.testing.assert_close(mean.flatten(), features.mean((2, 3)).flatten())
     torch.testing.assert_close(std.flatten(), features.flatten(2).std(-1).flatten())
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_mean_std_without_autograd_matches_the_autograd_path(unbiased):
+    # without autograd mean_std takes batch norm's statistics kernel; with it, mean and var of the flat maps
+    features = relu_features(3, 7, 9, 11, seed=12) * 5
+    fast = mean_std(features, unbiased=unbiased)
+    differentiable = mean_std(features.clone().requires_grad_(), unbiased=unbiased)
+    for a, b in zip(fast, differentiable):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
+    flat = features.flatten(2)
+    torch.testing.assert_close(fast[1].flatten(2).squeeze(-1), (flat.var(-1, unbiased=unbiased) + 1e-5).sqrt())
