@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from . import swap_kernel
+from .models.layers import capturing_graph
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores (128 MB) per band, in each of two buffers
 
@@ -518,7 +519,7 @@ def mean_std(features: torch.Tensor, eps: float = 1e-5, unbiased: bool = True) -
     features, each ``B x C x 1 x 1`` (AdaIN statistics; unbiased variance by default, as in Huang & Belongie)."""
     batch, channels = features.shape[:2]
     count = features[0, 0].numel()
-    if (features.requires_grad and torch.is_grad_enabled()) or features.device.type != "cpu":
+    if (features.requires_grad and torch.is_grad_enabled()) or features.device.type != "cpu" or capturing_graph():
         flat = features.flatten(2)
         mean, var = flat.mean(-1), flat.var(-1, unbiased=unbiased)
     else:  # batch norm's statistics kernel, 4-6x torch.var on one CPU thread (no autograd: nothing needs it here)

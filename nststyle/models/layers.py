@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _graph_capture() -> bool:
+def capturing_graph() -> bool:
+    """Whether the code runs under tracing, scripting, ``torch.export``/ONNX export or ``torch.compile``, which
+    want the plain operators."""
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
             or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
@@ -24,7 +26,7 @@ def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     height, width = x.shape[-2:]
     if pad == 0:
         return x
-    if _graph_capture() or x.dim() != 4 or pad >= min(height, width):  # F.pad explains what does not fit
+    if capturing_graph() or x.dim() != 4 or pad >= min(height, width):  # F.pad explains what does not fit
         return F.pad(x, (pad,) * 4, mode="reflect")
     channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     out = torch.empty((*x.shape[:2], height + 2 * pad, width + 2 * pad), dtype=x.dtype, device=x.device,
