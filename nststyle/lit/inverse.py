@@ -105,8 +105,10 @@ class InverseNetwork(pl.LightningModule):
         photo_index, painting_index = swap_pairs(batch, hp.n_swapped)
         parts = [photo_features[:hp.n_photos], painting_features[:hp.n_paintings]]
         if hp.n_swapped:
-            parts.append(style_swap(photo_features[photo_index], painting_features[painting_index],
-                                    hp.patch_size, hp.stride))
+            # in float32 (under bf16-mixed the features are bfloat16): the exact search, as at inference
+            swapped = style_swap(photo_features[photo_index].float(), painting_features[painting_index].float(),
+                                 hp.patch_size, hp.stride)
+            parts.append(swapped.to(photo_features.dtype))
         return {"activations": torch.cat(parts), "sizes": [hp.n_photos, hp.n_paintings, hp.n_swapped],
                 "photo_index": photo_index, "painting_index": painting_index}
 
