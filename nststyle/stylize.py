@@ -200,25 +200,29 @@ class Stylizer:
         """The context the networks run in: bfloat16 autocast when ``precision`` is ``bf16`` (and the weights
         are not bfloat16 themselves)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16" and not self.bf16_weights)
+                              enabled=self.precision == "bf16" and not self.bfloat16_networks())
 
     def channels_last(self) -> bool:
         # oneDNN's bfloat16 convolutions want NHWC: the inverse network's VGG encoder runs 1.8x faster so
         # (0.144 -> 0.079 s at 384 px, one thread), the variational model 1.14x; in float32 it does not pay
         return self.precision == "bf16"
 
+    def bfloat16_networks(self) -> bool:
+        """Whether the networks hold bfloat16 weights (``bf16`` with ``bf16_weights``) and take bfloat16 inputs."""
+        return self.precision == "bf16" and self.bf16_weights
+
     def prepare_networks(self) -> None:
         """The networks in the layout (and, with ``bf16_weights``, the dtype) ``precision`` runs fastest in."""
         for network in self.networks():
             if self.channels_last():
                 network.to(memory_format=torch.channels_last)
-            if self.precision == "bf16" and self.bf16_weights:
+            if self.bfloat16_networks():
                 network.to(torch.bfloat16)
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` on the device, in the memory format (and dtype) the networks run fastest in."""
         images = images.to(self.device)
-        if self.precision == "bf16" and self.bf16_weights:
+        if self.bfloat16_networks():
             images = images.bfloat16()
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last() else images
 
@@ -322,7 +326,8 @@ class VariationalStylizer(Stylizer):
     def synthesize(self, content: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``decode`` from a mapped code ``w`` (past the mapping network, e.g. a refined one)."""
         with self.autocast():
-            return self.network_output(self.net.decoder.synthesize(self.net.content_encoder(self.network_input(content)), w))
+            features = self.net.content_encoder(self.network_input(content))
+            return self.network_output(self.net.decoder.synthesize(features, w))
 
     def refined_code(self, style: torch.Tensor) -> torch.Tensor:
         """The mapped code ``w`` of ``style`` after ``refine_steps`` steps of ``nststyle.refine``, against

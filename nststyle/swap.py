@@ -22,7 +22,8 @@ This implementation computes the same result with bounded memory and about a nin
   is within ``SCREEN_RATIO`` of the running best. The relative error of a bfloat16 score is bounded (~1.2 %,
   see ``SCREEN_ERROR``), so the exact best is always among them; their exact float32 scores (gathered pixels,
   as the approximate mode's second stage) decide. ~2.5 patches pass per position on real pairs; a position
-  with more than ``SCREEN_CAPACITY`` near-ties is searched exactly on its own. The same patches as the float32
+  with more than ``SCREEN_CAPACITY`` near-ties is searched exactly on its own, and past ``SCREEN_MAX_OVERFLOW``
+  of such positions the float32 search runs for the whole map. The same patches as the float32
   search (tests; identical outputs in ``bench_swap.py``), ~2x faster.
 * rebuild: gather the chosen raw style pixels for each of the ``k*k`` offsets and add them at the
   shifted position (what ``F.fold`` of the gathered patches does, without materialising the
@@ -193,15 +194,17 @@ def best_style_patches(content: torch.Tensor, style: torch.Tensor, patch_size: i
         best_index = torch.where(better, (row // s) * cols_s + column // s, best_index)
     if screen:
         corner_scores = best_score.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c].flatten(1)
+        # a best approximate score of 0 means every score is 0 (no negative products): no candidates to score,
+        # the first patch wins, as exact ties go
+        counts = torch.where(corner_scores > 0, counts, 0)
         results = []
         for item in range(batch):
             content_map, style_map = content[item: item + 1], style[item: item + 1] if style.shape[0] > 1 else style
-            overflowed = ((counts[item] < 0) & (corner_scores[item] > 0)).float().mean()
-            if overflowed > SCREEN_MAX_OVERFLOW:  # a map of near-ties (flat regions): the float32 search is cheaper
+            if (counts[item] < 0).float().mean() > SCREEN_MAX_OVERFLOW:  # near-ties (flat regions): float32 is cheaper
                 results.append(best_style_patches(content_map, style_map, k, s, chunk_size, eps, screen=False)[0])
             else:
-                results.append(_screened_best(content_map, style_map, candidates[item], counts[item],
-                                              corner_scores[item], k, s, eps).view(rows_c, cols_c))
+                results.append(_screened_best(content_map, style_map, candidates[item], counts[item], k, s,
+                                              eps).view(rows_c, cols_c))
         return torch.stack(results)
     return best_index.view(batch, height, width)[:, ::s, ::s][:, :rows_c, :cols_c]
 
@@ -253,14 +256,13 @@ def _best_candidate(content: torch.Tensor, style: torch.Tensor, norms: torch.Ten
 
 
 def _screened_best(content: torch.Tensor, style: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor,
-                   best_approximate: torch.Tensor, patch_size: int, stride: int, eps: float) -> torch.Tensor:
+                   patch_size: int, stride: int, eps: float) -> torch.Tensor:
     """The best style patch per content patch position of one pair of maps from the screening's candidates
-    (``P x capacity``, ``counts`` of them; ``best_approximate``: the best approximate score per position)."""
+    (``P x capacity``, ``counts`` of them: 0 where every score is 0, then the first patch; -1 where they
+    overflowed, then a search over every style patch)."""
     k, s = patch_size, stride
     norms = style_patch_norms(style, k, s, eps).flatten()
     best = torch.zeros(counts.shape[0], dtype=torch.long)
-    # an approximate best of 0 means every score is 0 (no negative products): the first patch, as exact ties go
-    counts = torch.where(best_approximate > 0, counts, 0)
     single = (counts == 1).nonzero().squeeze(1)  # one candidate left: it is the best
     best[single] = candidates[single, 0]
     smaller = 1
@@ -273,7 +275,7 @@ def _screened_best(content: torch.Tensor, style: torch.Tensor, candidates: torch
             chosen = torch.where(torch.arange(width) < counts[rows, None], chosen, chosen[:, :1])
             best[rows] = _best_candidate(content, style, norms, chosen, k, s, rows)
         smaller = width
-    overflowed = ((counts < 0) & (best_approximate > 0)).nonzero().squeeze(1)
+    overflowed = (counts < 0).nonzero().squeeze(1)
     if overflowed.numel():  # too many near-equal patches: score these positions against every style patch
         table = F.unfold(style, k, stride=s)[0] / norms  # C*k*k x Ns, unit-norm style patches
         for start in range(0, overflowed.numel(), FULL_SEARCH_CHUNK):
