@@ -11,7 +11,7 @@ from skimage import data as skdata
 
 from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, holdout_pairs, parse_system, tsv_pairs
 from nststyle.features import STYLE_LAYERS, VGGEncoder
-from nststyle.metrics import METRIC_CONTENT_LAYER, StyleMetrics
+from nststyle.metrics import METRIC_CONTENT_LAYER, StyleMetrics, structure_distance
 from nststyle.splits import near_duplicate_groups, read_holdout, split_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,44 @@ def test_identities(metrics):
     # cached targets give the same figures as images
     cached = metrics(photo, metrics.photo_target(photo), metrics.painting_target(painting))
     assert cached == metrics(photo, photo, painting)
+
+
+def plain_structure_distance(output: torch.Tensor, photo: torch.Tensor) -> float:
+    """The structure figure written out with scipy: luminance, 2 x 2 means, Sobel magnitude, 4 x 4 means,
+    1 - Pearson correlation."""
+    import numpy as np
+    from scipy import ndimage
+
+    def edges(image):
+        luma = np.tensordot([0.299, 0.587, 0.114], image[0].double().numpy(), axes=1)
+        luma = luma.reshape(luma.shape[0] // 2, 2, luma.shape[1] // 2, 2).mean((1, 3))
+        # scipy's sobel is the cross-correlation with the transposed kernel sign; the magnitude is the same
+        magnitude = np.hypot(ndimage.sobel(luma, axis=1, mode="nearest"), ndimage.sobel(luma, axis=0, mode="nearest"))
+        height, width = magnitude.shape
+        return magnitude.reshape(height // 4, 4, width // 4, 4).mean((1, 3)).ravel()
+
+    return 1 - float(np.corrcoef(edges(output), edges(photo))[0, 1])
+
+
+def test_structure_matches_a_plain_formula_and_sees_shapes_not_colours(metrics):
+    torch.manual_seed(3)
+    photo = torch.from_numpy(skdata.astronaut()[::4, ::4].copy()).permute(2, 0, 1)[None].float() / 255  # 128 px
+    blob = photo.clone()
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    for cy, cx in ((30, 40), (90, 80), (60, 110)):
+        blob[..., (yy - cy) ** 2 + (xx - cx) ** 2 < 15 ** 2] = 0.9  # round cream blobs painted over it
+    grainy = (photo + 0.03 * torch.randn_like(photo)).clamp(0, 1)  # fine texture, the same shapes
+    for output in (blob, grainy, photo.roll(9, -1)):
+        assert float(structure_distance(output, photo)) == pytest.approx(plain_structure_distance(output, photo),
+                                                                         abs=1e-4)
+    assert float(structure_distance(photo, photo)) < 1e-6
+    assert float(structure_distance(0.5 * photo + 0.2, photo)) < 1e-6  # contrast and brightness do not count
+    assert float(structure_distance(photo[:, [1, 2, 0]], photo)) > 0  # luminance edges do: a test that can fail
+    assert float(structure_distance(grainy, photo)) < 0.5 * float(structure_distance(blob, photo))
+    assert metrics(blob, photo, photo)["structure"] == pytest.approx(float(structure_distance(blob, photo)), abs=1e-6)
+    output = blob.clone().requires_grad_()
+    structure_distance(output, photo).sum().backward()
+    assert torch.isfinite(output.grad).all() and output.grad.abs().sum() > 0
 
 
 def test_holdout_split_excludes_near_duplicates(tmp_path):

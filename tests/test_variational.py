@@ -7,6 +7,7 @@ import torch
 from skimage import data as skdata
 
 from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda
+from nststyle.metrics import structure_distance
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
                                          StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
                                          channel_mean_std)
@@ -243,6 +244,22 @@ def test_loss_terms_and_one_vgg_pass_for_both_targets(monkeypatch):
     assert {"content", "style", "kl", "tv", "loss", "mu_norm", "sigma"} <= terms.keys()
     expected = terms["content"] + terms["style"] + module.kl_factor() * terms["kl"] + 0.1 * terms["tv"]
     torch.testing.assert_close(terms["loss"], expected)
+
+
+def test_structure_weight_adds_the_evaluations_structure_distance():
+    torch.manual_seed(0)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
+    assert "structure" not in plain.losses(content, style)
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", structure_weight=50.0)
+    module.net.load_state_dict(plain.net.state_dict())
+    module.eval(), plain.eval()  # z = mu: the same output from both
+    terms, without = module.losses(content, style), plain.losses(content, style)
+    output = module.net.decode(content, module.net.encode_style(style)[0])
+    torch.testing.assert_close(terms["structure"], structure_distance(output, content).mean())
+    torch.testing.assert_close(terms["loss"], without["loss"] + 50.0 * terms["structure"])
+    terms["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in module.net.decoder.parameters() if p.grad is not None)
 
 
 def test_a_nonfinite_loss_skips_the_update(monkeypatch):

@@ -4,6 +4,7 @@
          + style_weight   * style_loss(layers)    (Gram by default; any kind or fusion of nststyle.losses)
          + kl_weight * min(1, step / kl_warmup_steps) * KL(q(z|s) || N(0, I))
          + tv_weight * TV(output)                  (optional)
+         + structure_weight * structure(output, content)   (optional; nststyle.metrics: 1 - edge-map correlation)
 
 Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
 (what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import mean_colour, shift_mean_colour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
+from ..metrics import structure_distance
 from ..models.variational import VariationalStyleNet
 
 # The paper's style layers: Gram matrices of the VGG layers up to relu4_2 (which is the content layer).
@@ -130,7 +132,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
-                 card: dict | None = None, style_code_scale: float = 1.0):
+                 card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -149,7 +151,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
                                    "colour_shift": colour_shift, "card": plain(card or {}),
-                                   "style_code_scale": style_code_scale})
+                                   "style_code_scale": style_code_scale, "structure_weight": structure_weight})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -194,6 +196,9 @@ class VariationalStyleTransfer(pl.LightningModule):
         if self.hparams.tv_weight:
             terms["tv"] = total_variation(output.float())
             total = total + self.hparams.tv_weight * terms["tv"]
+        if self.hparams.get("structure_weight"):
+            terms["structure"] = structure_distance(output.float(), content).mean()
+            total = total + self.hparams.structure_weight * terms["structure"]
         terms["loss"] = total
         # Diagnostics of the code distribution (no gradient): prior samples are only meaningful when
         # the posterior means spread like N(0, I) (norm ~ sqrt(style_dim)) rather than far beyond it.
