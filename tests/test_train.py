@@ -97,7 +97,7 @@ def test_short_run_writes_last_ckpt_config_csv_and_offline_wandb(tmp_path, sampl
     assert {"train/loss", "train/style", "val/loss", "lr-Adam"} <= set(header)
     assert "val/loss" in metrics
     # the evaluation's figures of the validation pairs, and the score that sweeps minimise
-    figures = {name: metrics[f"val/eval_{name}"] for name in ("content", "style", "gram", "w2", "score")}
+    figures = {name: metrics[f"val/eval_{name}"] for name in ("content", "style", "gram", "w2", "structure", "score")}
     assert all(value >= 0 and math.isfinite(value) for value in figures.values()), figures
     assert figures["score"] == pytest.approx(figures["style"] + max(0.0, figures["content"] - 1.14))
     # W&B ran offline (nothing leaves the machine) and got the same grid as an image

@@ -80,8 +80,8 @@ class ImageGridLogger(pl.Callback):
 
 
 class EvaluationFigures(pl.Callback):
-    """After every validation, the evaluation's figures (``nststyle.metrics``: content, style, Gram and
-    W2 distances, as ``infer.py mode=evaluate`` computes them) of the datamodule's fixed validation pairs,
+    """After every validation, the evaluation's figures (``nststyle.metrics``: content, style, Gram, W2 and
+    structure distances, as ``infer.py mode=evaluate`` computes them) of the datamodule's fixed validation pairs,
     logged as ``val/eval_*``, plus ``val/eval_score = style + penalty * max(0, content - content_ceiling)``:
     one number to compare checkpoints, runs and loss kinds by (training losses of different kinds are
     not comparable), and what hyper-parameter sweeps minimise. The default ceiling is the Magenta model's
