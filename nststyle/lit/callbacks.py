@@ -82,13 +82,16 @@ class ImageGridLogger(pl.Callback):
 class EvaluationFigures(pl.Callback):
     """After every validation, the evaluation's figures (``nststyle.metrics``: content, style, Gram, W2 and
     structure distances, as ``infer.py mode=evaluate`` computes them) of the datamodule's fixed validation pairs,
-    logged as ``val/eval_*``, plus ``val/eval_score = style + penalty * max(0, content - content_ceiling)``:
-    one number to compare checkpoints, runs and loss kinds by (training losses of different kinds are
-    not comparable), and what hyper-parameter sweeps minimise. The default ceiling is the Magenta model's
-    content distance on the held-back pairs."""
+    logged as ``val/eval_*``, plus ``val/eval_score = style + penalty * (max(0, content - content_ceiling)
+    + max(0, structure - structure_ceiling))``: one number to compare checkpoints, runs and loss kinds by
+    (training losses of different kinds are not comparable), and what hyper-parameter sweeps minimise. The
+    default ceilings are the Magenta model's content and structure distances on the held-back pairs: a run
+    cannot buy style by repainting the photo."""
 
-    def __init__(self, max_pairs: int = 8, content_ceiling: float = 1.14, penalty: float = 1.0):
+    def __init__(self, max_pairs: int = 8, content_ceiling: float = 1.14, penalty: float = 1.0,
+                 structure_ceiling: float = 0.315):
         self.max_pairs, self.content_ceiling, self.penalty = max_pairs, content_ceiling, penalty
+        self.structure_ceiling = structure_ceiling
         self.metrics: StyleMetrics | None = None
 
     @torch.no_grad()
@@ -102,7 +105,8 @@ class EvaluationFigures(pl.Callback):
         outputs = pl_module.stylize(content, style).float()
         figures = [self.metrics(o[None], c[None], s[None]) for o, c, s in zip(outputs, content, style)]
         means = {name: sum(f[name] for f in figures) / len(figures) for name in figures[0]}
-        means["score"] = means["style"] + self.penalty * max(0.0, means["content"] - self.content_ceiling)
+        excess = max(0.0, means["content"] - self.content_ceiling) + max(0.0, means["structure"] - self.structure_ceiling)
+        means["score"] = means["style"] + self.penalty * excess
         pl_module.log_dict({f"val/eval_{name}": value for name, value in means.items()}, batch_size=len(figures))
 
 
