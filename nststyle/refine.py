@@ -4,7 +4,8 @@ The style encoder predicts a painting's code in one pass, from ~100 training pai
 do better with a better code (docs/variational.md, sessions 6-7). ``refine_style_code`` starts from the
 mapped code ``w`` (what every AdaIN layer reads) and minimises, with L-BFGS, the evaluation's own style
 distance (``nststyle.metrics``: per VGG layer, the relative gap of channel means and stds) of three stylised
-photos against the painting, each scored after the model's colour shift. The photos are scikit-image's
+photos against the painting, each scored after the model's colour shift, plus a little of their structure
+distance to the photos (``STRUCTURE_WEIGHT``). The photos are scikit-image's
 (``REFINE_PHOTOS``), never the one being stylised, so the code belongs to the painting and serves every
 photo stylised with it afterwards (``VariationalStylizer`` keeps it per painting). ``steps`` counts
 evaluations of the objective (one forward and backward pass over the three photos each), what the time
@@ -12,8 +13,9 @@ follows.
 
 Measured with the shipped model (``python infer.py mode=evaluate systems=[variational] refine_steps=30``;
 42 held-back pairs, 384 px; the code read from the painting at the card's 192 px, the targets from it at
-384 px): content / style / Gram / W2 1.056 / 0.090 / 0.255 / 0.203 against 1.073 / 0.105 / 0.306 / 0.228 with
-the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204), ~21 s per painting on one CPU thread
+384 px): content / style / Gram / W2 / structure 1.009 / 0.088 / 0.252 / 0.202 / 0.297 against 0.980 / 0.102 /
+0.296 / 0.227 / 0.282 with the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204 / 0.315; session
+12's weights; session 10's gave 1.056 / 0.090 / 0.255 / 0.203 without the structure term), ~21 s per painting on one CPU thread
 under bfloat16 autocast (what ``VariationalStylizer`` uses where the CPU has AVX512-BF16), then ~0.17 s per
 photo as before. On the weights before session 10 (encoder codes 1.084 / 0.117 / 0.329 / 0.230): 30 L-BFGS
 evaluations 1.000 / 0.101 / 0.279 / 0.213 in ~21 s, the Adam steps it replaced (40 at lr 0.1) 1.002 / 0.103 /
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .features import STYLE_LAYERS
 from .images import mean_colour, resize_max, shift_mean_colour
-from .metrics import StyleMetrics, _mean_std_vector, relative_gap
+from .metrics import StyleMetrics, _mean_std_vector, relative_gap, structure_distance
 from .models.variational import VariationalStyleNet
 
 REFINE_PHOTOS = ("astronaut", "chelsea", "coffee")  # a face, an animal, an object
@@ -41,6 +43,11 @@ LBFGS_HISTORY = 10
 # photos are stylised at half the painting's longer side, at most ``MAX_PHOTO_SIZE``: the cost per step.
 PHOTO_SCALE = 1 / 2
 MAX_PHOTO_SIZE = 192
+# Weight of the evaluation's structure distance of each photo's result to the photo, beside its style distance.
+# On the held-back pairs (session 12's weights, refine_steps=30), 0 / 0.01 / 0.03 / 0.15 gave content 1.037 / 1.009 /
+# 0.978 / 0.890, style 0.086 / 0.088 / 0.089 / 0.098 and structure 0.343 / 0.297 / 0.262 / 0.162: 0.01 keeps the
+# outlines as well as the Magenta model (0.315) does at its style distance (0.088).
+STRUCTURE_WEIGHT = 0.01
 
 
 def refine_photos(size: int, multiple: int = 8) -> list[torch.Tensor]:
@@ -53,24 +60,28 @@ def refine_photos(size: int, multiple: int = 8) -> list[torch.Tensor]:
 
 
 def refine_style_code(net: VariationalStyleNet, metrics: StyleMetrics, painting: torch.Tensor, w: torch.Tensor,
-                      steps: int, colour_shift: float = 1.0, bf16: bool = False, progress: bool = True) -> torch.Tensor:
+                      steps: int, colour_shift: float = 1.0, bf16: bool = False, progress: bool = True,
+                      structure_weight: float | None = None) -> torch.Tensor:
     """``w`` (``1 x w_dim``, e.g. ``net.decoder.mapping(code)``) after L-BFGS (strong Wolfe line search, at most
     ``steps`` evaluations) on the mean style distance of the ``REFINE_PHOTOS`` stylised with it (at
     ``PHOTO_SCALE`` of ``painting``'s longer side) to ``painting`` (``1x3xHxW``), each result's mean colour first
-    moved ``colour_shift`` of the way to the painting's. The networks are left unchanged; ``bf16``: under
+    moved ``colour_shift`` of the way to the painting's, plus ``structure_weight`` (None: ``STRUCTURE_WEIGHT``)
+    times each result's structure distance to its photo. The networks are left unchanged; ``bf16``: under
     bfloat16 autocast (CPUs with AVX512-BF16)."""
+    structure_weight = STRUCTURE_WEIGHT if structure_weight is None else structure_weight
     with torch.inference_mode(False):  # callers may run under inference mode (the evaluation does)
-        return _refine(net, metrics, painting.clone(), w, steps, colour_shift, bf16, progress)
+        return _refine(net, metrics, painting.clone(), w, steps, colour_shift, bf16, progress, structure_weight)
 
 
-def _refine(net, metrics, painting, w, steps, colour_shift, bf16, progress) -> torch.Tensor:
+def _refine(net, metrics, painting, w, steps, colour_shift, bf16, progress, structure_weight) -> torch.Tensor:
     device = painting.device
     size = min(MAX_PHOTO_SIZE, max(64, round(PHOTO_SCALE * max(painting.shape[-2:]))))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
         target = {name: _mean_std_vector(value) for name, value in metrics.encode(painting).items()
                   if name in STYLE_LAYERS}
-        features = [net.content_encoder(photo.to(device)) for photo in refine_photos(size, net.multiple)]
+        photos = [photo.to(device) for photo in refine_photos(size, net.multiple)]
+        features = [net.content_encoder(photo) for photo in photos]
     colour = mean_colour(painting)
     w = w.detach().float().clone().requires_grad_(True)
     # a 128-number smooth problem: L-BFGS reaches in 30 evaluations what 40 Adam steps did (module docstring)
@@ -81,12 +92,14 @@ def _refine(net, metrics, painting, w, steps, colour_shift, bf16, progress) -> t
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
         loss = 0.0
-        for photo_features in features:
+        for photo, photo_features in zip(photos, features):
             with autocast:
                 result = shift_mean_colour(net.decoder.synthesize(photo_features, w).float(), colour, colour_shift)
                 output = metrics.encoder(result)
             loss = loss + torch.stack([relative_gap(_mean_std_vector(output[name]), target[name])
                                        for name in STYLE_LAYERS]).mean()
+            if structure_weight:
+                loss = loss + structure_weight * structure_distance(result, photo).mean()
         loss.backward()
         if bar.n < steps:  # the line search may ask for one evaluation past max_eval
             bar.update()
