@@ -14,9 +14,10 @@ All distances are relative, so they read the same at any image size and for any 
   magnitude of the luminance at half size, averaged over cells of 4 x 4 of those pixels), 0 when the output
   keeps every edge of the photo and adds none. It sees what the VGG figures do not: shapes painted over
   the photo (blobs, smears) and lost outlines, whatever the colours; fine texture within a cell hardly
-  moves it. Held-back pairs: the Magenta model 0.30, the shipped variational model 0.46.
+  moves it. Held-back pairs: the Magenta model 0.315, the variational model of session 11 0.504 (blobs),
+  session 12's, trained with it in the loss, 0.282.
 
-``StyleMetrics`` encodes each painting once per call and each output once for all four figures.
+``StyleMetrics`` encodes each painting once per call and each output once for all five figures.
 """
 from __future__ import annotations
 
