@@ -28,6 +28,7 @@ from nststyle.data import NoImagesError
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.losses import style_loss
+from nststyle.models.layers import resize_kernel
 from nststyle.stylize import StylizeError, load_net_state, read_checkpoint
 
 
@@ -79,22 +80,25 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     defaults = {name: parameter.default for name, parameter in inspect.signature(type(model.net)).parameters.items()}
     source_net, run_net = {**defaults, **info["net"]}, {**defaults, **model.hparams.net}
     differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
-    # a deeper bottleneck grows from the source: its extra blocks start as the identity (the same function)
-    grown = (differing == ["bottleneck_blocks"] and info.get("kind") == "variational"
-             and run_net["bottleneck_blocks"] > source_net["bottleneck_blocks"])
-    if differing and not grown:
-        raise ConfigError(f"init_from={source}: the network differs in {', '.join(differing)} "
-                          f"(set model.net.<key> as in the source, e.g. {differing[0]}={source_net[differing[0]]})")
-    if grown:
-        new_blocks = model.net.decoder.bottleneck[source_net["bottleneck_blocks"]:]
-        state = {**{f"net.{key}": value for key, value in model.net.state_dict().items()}, **checkpoint["state_dict"]}
-        load_net_state(model.net, state)
-        for block in new_blocks:
+    # what a variational run may change and still start from the source: a deeper bottleneck (its extra blocks
+    # start as the identity), the padding (the same parameters) and the RGB kernel (resized, models.layers)
+    adaptable = {"bottleneck_blocks", "padding", "rgb_kernel"} if info.get("kind") == "variational" else set()
+    fixed = [key for key in differing if key not in adaptable
+             or (key == "bottleneck_blocks" and run_net[key] < source_net[key])]
+    if fixed:
+        raise ConfigError(f"init_from={source}: the network differs in {', '.join(fixed)} "
+                          f"(set model.net.<key> as in the source, e.g. {fixed[0]}={source_net[fixed[0]]})")
+    state = {**{f"net.{key}": value for key, value in model.net.state_dict().items()}, **checkpoint["state_dict"]}
+    if "rgb_kernel" in differing:
+        state["net.decoder.to_rgb.weight"] = resize_kernel(state["net.decoder.to_rgb.weight"], run_net["rgb_kernel"])
+    load_net_state(model.net, state)
+    if "bottleneck_blocks" in differing:
+        for block in model.net.decoder.bottleneck[source_net["bottleneck_blocks"]:]:
             block.start_as_identity()
-        print(f"init_from={source}: bottleneck grown from {source_net['bottleneck_blocks']} to "
-              f"{run_net['bottleneck_blocks']} blocks (the new ones start as the identity)", file=sys.stderr)
-        return
-    load_net_state(model.net, checkpoint["state_dict"])
+    for key in differing:
+        print(f"init_from={source}: net.{key} {source_net[key]} -> {run_net[key]}"
+              + (" (the new bottleneck blocks start as the identity)" if key == "bottleneck_blocks" else ""),
+              file=sys.stderr)
 
 
 def resume_path(cfg: DictConfig) -> str | None:

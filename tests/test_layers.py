@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nststyle.models.layers import ReflectConv2d, ReflectionPad, reflect_pad
+from nststyle.models.layers import ReflectConv2d, ReflectionPad, reflect_pad, resize_kernel
+from nststyle.models.variational import padded_conv
 
 
 @pytest.mark.parametrize("pad", [1, 3])
@@ -49,3 +50,29 @@ def test_traced_graphs_pad_with_f_pad():
     traced = torch.jit.trace(conv, torch.rand(1, 3, 8, 8))
     assert "reflection_pad2d" in str(traced.graph) or "pad" in str(traced.graph)
     assert "copy_" not in str(traced.graph)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_padded_conv_keeps_the_size_and_loads_the_other_paddings_weights(padding):
+    conv = padded_conv(4, 5, 7, padding=padding)
+    other = padded_conv(4, 5, 7, padding="zeros" if padding == "reflect" else "reflect")
+    other.load_state_dict(conv.state_dict())
+    x = torch.rand(2, 4, 13, 10)
+    assert conv(x).shape == (2, 5, 13, 10)
+    reference = nn.Conv2d(4, 5, 7, padding=3, padding_mode=padding)
+    reference.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv(x), reference(x))
+    with pytest.raises(ValueError, match="unknown padding"):
+        padded_conv(4, 5, padding="circle")
+
+
+def test_resize_kernel_keeps_a_flat_inputs_answer_and_grows_as_the_same_function():
+    weight = torch.randn(3, 6, 7, 7, dtype=torch.float64)
+    flat = torch.rand(1, 6, 1, 1, dtype=torch.float64).expand(1, 6, 9, 9)
+    small = resize_kernel(weight, 3)
+    assert small.shape == (3, 6, 3, 3)
+    torch.testing.assert_close(F.conv2d(flat, small)[..., 0, 0], F.conv2d(flat, weight)[..., 0, 0])
+    x = torch.randn(1, 6, 11, 11, dtype=torch.float64)
+    torch.testing.assert_close(F.conv2d(x, resize_kernel(small, 7)), F.conv2d(x, small, padding=0)[..., 2:-2, 2:-2])
+    with pytest.raises(ValueError, match="odd"):
+        resize_kernel(weight, 4)

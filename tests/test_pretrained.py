@@ -16,6 +16,7 @@ from skimage import data as skdata
 
 from nststyle.images import resize_max
 from nststyle.metrics import StyleMetrics
+from nststyle.models.layers import ReflectConv2d
 from nststyle.models.variational import VariationalStyleNet
 from nststyle.pretrained import Pretrained, export, half_if_it_fits, inference_state
 from nststyle.sample_set import style_images
@@ -151,6 +152,31 @@ def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(t
         warm_start(variational_module(bottleneck_blocks=0), str(shipped))
     with pytest.raises(ConfigError, match="width"):
         warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
+
+
+def test_warm_start_to_zero_padding_and_a_smaller_rgb_kernel_keeps_the_interior_and_flat_answers(tmp_path):
+    """padding=zeros takes the source's parameters as they are; rgb_kernel=3 its 7x7 kernel resized, so that a
+    flat map answers alike; the result stylises (finite, in range) and trains."""
+    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
+    source = load_stylizer(shipped, "cpu").net
+    zero = variational_module(padding="zeros")
+    warm_start(zero, str(shipped))
+    assert isinstance(zero.net.decoder.to_rgb, torch.nn.Conv2d) and zero.net.decoder.to_rgb.padding == (3, 3)
+    assert not any(isinstance(module, ReflectConv2d) for module in zero.net.decoder.modules())
+    own, theirs = zero.net.state_dict(), source.state_dict()
+    assert all(torch.equal(own[key], theirs[key].to(own[key].dtype)) for key in own if ".vgg." not in key)
+    out = zero.net(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 24, 24))[0]
+    out.mean().backward()
+    assert out.isfinite().all() and 0 <= out.min() and out.max() <= 1
+    assert zero.net.decoder.to_rgb.weight.grad.isfinite().all()
+    small = variational_module(rgb_kernel=3)
+    warm_start(small, str(shipped))
+    assert small.net.decoder.to_rgb.weight.shape[-2:] == (3, 3)
+    flat = torch.rand(1, NET["width"], 1, 1).expand(1, NET["width"], 12, 12).contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(small.net.decoder.to_rgb(flat), source.decoder.to_rgb(flat), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ConfigError, match="width"):
+        warm_start(variational_module(rgb_kernel=3, width=16), str(shipped))
 
 
 def test_a_plain_install_carries_the_weights(tmp_path):

@@ -67,3 +67,18 @@ class ReflectConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", reflect={self.reflect}"
+
+
+def resize_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """A conv's ``O x I x K x K`` kernel as ``O x I x size x size`` (both odd), for a network that starts from one
+    with another kernel size: a smaller kernel keeps the centre, plus an even share of the cut-off taps' sum, so
+    it answers a flat input as the original does; a larger one pads the original with zeros (the same function)."""
+    old = weight.shape[-1]
+    if size % 2 == 0 or old % 2 == 0:
+        raise ValueError(f"kernel sizes must be odd, got {old} -> {size}")
+    if size >= old:
+        return F.pad(weight, ((size - old) // 2,) * 4)
+    cut = (old - size) // 2
+    centre = weight[..., cut:cut + size, cut:cut + size]
+    lost = weight.sum((-2, -1), keepdim=True) - centre.sum((-2, -1), keepdim=True)
+    return centre + lost / size ** 2

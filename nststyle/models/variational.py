@@ -34,19 +34,32 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r} (instance, batch, group, none)")
 
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    # Reflection padding: zero padding leaves dark frames around stylised images.
-    return ReflectConv2d(in_channels, out_channels, 3, stride, padding=1)
+PADDINGS = ("reflect", "zeros")
+
+
+def padded_conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                padding: str = "reflect") -> nn.Conv2d:
+    """A conv that keeps the map's size (``stride`` 1). ``reflect``: the paper's reflection padding (untrained, zero
+    padding leaves dark frames around stylised images); ``zeros``: the padding inside the convolution, which an
+    exported graph runs without a Pad node per convolution (trained for it: docs/variational.md, session 13).
+    Both have the same parameters, so a checkpoint of one loads into the other."""
+    if padding == "reflect":
+        return ReflectConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
+    if padding == "zeros":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
+    raise ValueError(f"unknown padding {padding!r} ({', '.join(PADDINGS)})")
 
 
 class ResBlock(nn.Module):
     """Pre-activation-free residual block (conv-norm-relu-conv-norm + shortcut); ``stride=2`` halves the map."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "instance"):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "instance",
+                 padding: str = "reflect"):
         super().__init__()
         self.body = nn.Sequential(
-            conv3x3(in_channels, out_channels, stride), norm_layer(norm, out_channels), nn.ReLU(inplace=True),
-            conv3x3(out_channels, out_channels), norm_layer(norm, out_channels))
+            padded_conv(in_channels, out_channels, 3, stride, padding), norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+            padded_conv(out_channels, out_channels, 3, 1, padding), norm_layer(norm, out_channels))
         self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
                          else nn.Conv2d(in_channels, out_channels, 1, stride))
 
@@ -66,14 +79,14 @@ class Encoder(nn.Module):
     code, the others are the U-Net skips."""
 
     def __init__(self, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1, max_width: int = 256,
-                 norm: str = "instance", in_channels: int = 3):
+                 norm: str = "instance", in_channels: int = 3, padding: str = "reflect"):
         super().__init__()
         self.widths = stage_widths(width, downsamplings, max_width)
-        self.stem = nn.Sequential(ReflectConv2d(in_channels, width, 7, padding=3),
+        self.stem = nn.Sequential(padded_conv(in_channels, width, 7, 1, padding),
                                   norm_layer(norm, width), nn.ReLU(inplace=True))
         self.levels = nn.ModuleList(
-            nn.Sequential(ResBlock(c_in, c_out, stride=2, norm=norm),
-                          *[ResBlock(c_out, c_out, norm=norm) for _ in range(blocks_per_level - 1)])
+            nn.Sequential(ResBlock(c_in, c_out, stride=2, norm=norm, padding=padding),
+                          *[ResBlock(c_out, c_out, norm=norm, padding=padding) for _ in range(blocks_per_level - 1)])
             for c_in, c_out in zip(self.widths[:-1], self.widths[1:]))
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -179,10 +192,10 @@ class AdaIN(nn.Module):
 class AdaINResBlock(nn.Module):
     """Bottleneck block of the decoder: (AdaIN -> ReLU -> conv) twice, plus the identity."""
 
-    def __init__(self, channels: int, w_dim: int):
+    def __init__(self, channels: int, w_dim: int, padding: str = "reflect"):
         super().__init__()
-        self.norm1, self.conv1 = AdaIN(channels, w_dim), conv3x3(channels, channels)
-        self.norm2, self.conv2 = AdaIN(channels, w_dim), conv3x3(channels, channels)
+        self.norm1, self.conv1 = AdaIN(channels, w_dim), padded_conv(channels, channels, padding=padding)
+        self.norm2, self.conv2 = AdaIN(channels, w_dim), padded_conv(channels, channels, padding=padding)
 
     def start_as_identity(self) -> None:
         """Zero the last conv: the block passes ``x`` through (how a trained decoder grows deeper unchanged)."""
@@ -198,13 +211,14 @@ class UpBlock(nn.Module):
     """AdaIN -> nearest x2 -> conv (the upsampling convolution); then, with a skip, concatenate the
     content encoder's map of that size and fuse with AdaIN -> conv. Every conv sees styled input."""
 
-    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int):
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int, padding: str = "reflect"):
         super().__init__()
-        self.norm_up, self.conv_up = AdaIN(in_channels, w_dim), conv3x3(in_channels, out_channels)
+        self.norm_up = AdaIN(in_channels, w_dim)
+        self.conv_up = padded_conv(in_channels, out_channels, padding=padding)
         self.fuse = skip_channels > 0
         if self.fuse:
             self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim)
-            self.conv_fuse = conv3x3(out_channels + skip_channels, out_channels)
+            self.conv_fuse = padded_conv(out_channels + skip_channels, out_channels, padding=padding)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(self.norm_up(x, w), scale_factor=2.0, mode="nearest")
@@ -234,19 +248,19 @@ class MappingNetwork(nn.Module):
 
 class Decoder(nn.Module):
     """Bottleneck AdaIN residual blocks at the code's resolution, then one ``UpBlock`` per level (with
-    the matching content skip when ``skips``), then a conv to RGB and a sigmoid (output in [0, 1])."""
+    the matching content skip when ``skips``), then a ``rgb_kernel`` conv to RGB and a sigmoid (output in [0, 1])."""
 
     def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
-                 mapping_layers: int = 2, mapping_hidden: int = 128):
+                 mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7):
         super().__init__()
         self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
         w_dim = self.mapping.out_dim
-        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim) for _ in range(bottleneck_blocks))
+        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding) for _ in range(bottleneck_blocks))
         # Up blocks go coarse -> fine: from level l+1 to level l, taking skip l.
         self.ups = nn.ModuleList(
-            UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim)
+            UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding)
             for level in reversed(range(len(widths) - 1)))
-        self.to_rgb = ReflectConv2d(widths[0], 3, 7, padding=3)
+        self.to_rgb = padded_conv(widths[0], 3, rgb_kernel, 1, padding)
 
     def forward(self, content_features: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         return self.synthesize(content_features, self.mapping(z))
@@ -276,11 +290,13 @@ class VariationalStyleNet(nn.Module):
                  max_width: int = 256, bottleneck_blocks: int = 2, skips: bool = True,
                  content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
-                 logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe"):
+                 logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe",
+                 padding: str = "reflect", rgb_kernel: int = 7):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
-        self.content_encoder = Encoder(width, downsamplings, blocks_per_level, max_width, content_norm)
+        self.content_encoder = Encoder(width, downsamplings, blocks_per_level, max_width, content_norm,
+                                       padding=padding)
         if style_encoder == "learned":
             self.style_encoder = StyleEncoder(style_dim, style_width or width, downsamplings, blocks_per_level,
                                               max_width, style_norm, style_pooling, logvar_init)
@@ -289,7 +305,7 @@ class VariationalStyleNet(nn.Module):
         else:
             raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
-                               mapping_layers, mapping_hidden)
+                               mapping_layers, mapping_hidden, padding, rgb_kernel)
 
     def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
