@@ -384,3 +384,21 @@ def test_style_code_scale_feeds_the_encoder_a_smaller_painting_and_scores_agains
     assert code_shape[-2:] == (32, 32) and feature_shape[-1] == 32  # Es: the painting at half its size
     assert scored[0][-1] == 64  # the loss: the painting as it came
     assert torch.isfinite(terms["loss"]) and any(p.grad is not None for p in module.net.style_encoder.parameters())
+
+
+def test_style_hue_shift_turns_the_training_paintings_hues_and_nothing_else(monkeypatch):
+    torch.manual_seed(0)
+    style = torch.rand(3, 3, 16, 16)
+    assert VariationalStyleTransfer(net=TINY, vgg_weights="random").shift_hues(style) is style
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", style_hue_shift=0.5)
+    shifted = module.shift_hues(style)
+    # a hue turn keeps each pixel's HSV value (its largest channel) and changes the colours
+    torch.testing.assert_close(shifted.amax(1), style.amax(1), atol=1e-5, rtol=0)
+    assert (shifted - style).abs().mean() > 0.05
+    seen = []
+    monkeypatch.setattr(module, "losses", lambda content, painting: seen.append(painting) or {
+        "loss": painting.sum()})
+    monkeypatch.setattr(module, "log_dict", lambda *a, **k: None)
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    module.training_step((torch.rand(3, 3, 16, 16), style), 0)
+    assert not torch.allclose(seen[0], style) and torch.allclose(seen[0].amax(1), style.amax(1), atol=1e-5)

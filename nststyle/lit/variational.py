@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import mean_colour, shift_mean_colour
@@ -122,6 +123,9 @@ class VariationalStyleTransfer(pl.LightningModule):
         style_code_scale: the style encoder reads the painting crop resized by this factor, while the
             style loss scores against it as it is: inference reads paintings smaller (``card.style_size``) than
             the scale their strokes should have in the output. 1: both read the crop as it is.
+        style_hue_shift: in training, each painting's hue turned by a random fraction of the colour wheel in
+            [-this, this] (``torchvision``'s ``adjust_hue``) before it is a target and a code: more palettes for
+            a style path that learns from ~100 paintings (docs/variational.md, session 13). 0: as they are.
     """
 
     model_kind = "variational"
@@ -132,7 +136,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
-                 card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0):
+                 card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
+                 style_hue_shift: float = 0.0):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -151,7 +156,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
                                    "colour_shift": colour_shift, "card": plain(card or {}),
-                                   "style_code_scale": style_code_scale, "structure_weight": structure_weight})
+                                   "style_code_scale": style_code_scale, "structure_weight": structure_weight,
+                                   "style_hue_shift": style_hue_shift})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -213,9 +219,17 @@ class VariationalStyleTransfer(pl.LightningModule):
             return style
         return F.interpolate(style, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False)
 
+    def shift_hues(self, style: torch.Tensor) -> torch.Tensor:
+        """The paintings with their hues turned at random (``style_hue_shift``; unchanged at 0)."""
+        limit = self.hparams.get("style_hue_shift", 0.0)
+        if not limit:
+            return style
+        shifts = (torch.rand(len(style)) * 2 - 1) * limit
+        return torch.stack([TF.adjust_hue(image, float(shift)) for image, shift in zip(style, shifts)])
+
     def training_step(self, batch, batch_idx):
         content, style = batch
-        terms = self.losses(content, style)
+        terms = self.losses(content, self.shift_hues(style))
         if not torch.isfinite(terms["loss"]):
             # One bad batch must not poison the weights and Adam's moments (a CPU bf16 run went NaN at
             # step ~1120): skip the update (Lightning skips backward and step on None).
