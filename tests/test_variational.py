@@ -402,3 +402,22 @@ def test_style_hue_shift_turns_the_training_paintings_hues_and_nothing_else(monk
     monkeypatch.setattr(module, "log", lambda *a, **k: None)
     module.training_step((torch.rand(3, 3, 16, 16), style), 0)
     assert not torch.allclose(seen[0], style) and torch.allclose(seen[0].amax(1), style.amax(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_code_gradients_are_the_same_in_channels_last(padding):
+    """What the refinement differentiates under precision=bf16 (channels-last networks): torch's instance norm backward
+    goes wrong for a one-sample batch with a channels-last gradient, which a zero-padded convolution hands it."""
+    torch.manual_seed(0)
+    net = VariationalStyleNet(**{**TINY, "padding": padding, "rgb_kernel": 3}).double().eval()
+    photo = torch.rand(1, 3, 24, 32, dtype=torch.float64)
+    weights = torch.randn(1, 3, 24, 32, dtype=torch.float64)
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        net.to(memory_format=layout)
+        w = torch.randn(1, net.decoder.mapping.out_dim, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1)).requires_grad_()
+        features = [f.detach() for f in net.content_encoder(photo.contiguous(memory_format=layout))]
+        (net.decoder.synthesize(features, w) * weights).sum().backward()
+        grads.append(w.grad)
+    torch.testing.assert_close(grads[1], grads[0])

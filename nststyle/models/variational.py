@@ -19,7 +19,7 @@ from torch import nn
 
 from ..features import VGGEncoder
 from ..swap import mean_std
-from .layers import ReflectConv2d
+from .layers import ReflectConv2d, capturing_graph
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -168,6 +168,28 @@ class VGGStyleEncoder(nn.Module):
         return self.from_features(features)
 
 
+class _ContiguousGradient(torch.autograd.Function):
+    """The identity, whose backward hands on its gradient in the standard layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def contiguous_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``x``; its gradient reaches what made it contiguous. ``F.instance_norm``'s CPU backward (torch 2.14) is wrong
+    for a batch of one whose incoming gradient is channels-last (as after a zero-padded convolution with channels-last
+    weights, ``precision=bf16``): AdaIN's one-batch normalisation gave the refinement gradients that pointed anywhere
+    (``tests/test_variational.py`` checks both against a plain contiguous pass)."""
+    if not torch.is_grad_enabled() or capturing_graph():
+        return x
+    return _ContiguousGradient.apply(x)
+
+
 class AdaIN(nn.Module):
     """Instance-normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
 
@@ -186,7 +208,7 @@ class AdaIN(nn.Module):
         batch, channels = x.shape[:2]
         normalised = F.instance_norm(x.reshape(1, batch * channels, *x.shape[2:]), weight=(1 + scale).reshape(-1),
                                      bias=shift.reshape(-1), eps=1e-5)
-        return normalised.view_as(x)
+        return contiguous_gradient(normalised).view_as(x)
 
 
 class AdaINResBlock(nn.Module):
