@@ -78,10 +78,10 @@ def test_infer_py_exports_and_runs_the_exported_model(tiny_checkpoint, tmp_path,
 
 # -- int8 (quantize="int8": the style path in int8, onnxruntime static quantisation) ----------------------------
 
-# the tiny net with the shipped model's kind of style encoder (VGG-19 to relu4_1, random weights): the part that
-# int8 quantises, ~3.5 M weights
+# the tiny net with the shipped model's kind of style encoder (VGG-19 to relu4_1, random weights: the part that
+# int8 quantises, ~3.5 M weights), padding and RGB kernel
 TINY_VGG_NET = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
-                    mapping_hidden=16, style_encoder="vgg", style_vgg_weights="random")
+                    mapping_hidden=16, style_encoder="vgg", style_vgg_weights="random", padding="zeros", rgb_kernel=3)
 
 
 @pytest.fixture(scope="module")
