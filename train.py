@@ -88,13 +88,16 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     if fixed:
         raise ConfigError(f"init_from={source}: the network differs in {', '.join(fixed)} "
                           f"(set model.net.<key> as in the source, e.g. {fixed[0]}={source_net[fixed[0]]})")
-    state = {**{f"net.{key}": value for key, value in model.net.state_dict().items()}, **checkpoint["state_dict"]}
+    state = dict(checkpoint["state_dict"])
+    if "bottleneck_blocks" in differing:  # the new blocks keep the run's weights (load_net_state checks the rest)
+        for block in model.net.decoder.bottleneck[source_net["bottleneck_blocks"]:]:
+            block.start_as_identity()
+        new_blocks = tuple(f"decoder.bottleneck.{index}." for index in range(source_net["bottleneck_blocks"],
+                                                                             run_net["bottleneck_blocks"]))
+        state.update({f"net.{key}": value for key, value in model.net.state_dict().items() if key.startswith(new_blocks)})
     if "rgb_kernel" in differing:
         state["net.decoder.to_rgb.weight"] = resize_kernel(state["net.decoder.to_rgb.weight"], run_net["rgb_kernel"])
     load_net_state(model.net, state)
-    if "bottleneck_blocks" in differing:
-        for block in model.net.decoder.bottleneck[source_net["bottleneck_blocks"]:]:
-            block.start_as_identity()
     for key in differing:
         print(f"init_from={source}: net.{key} {source_net[key]} -> {run_net[key]}"
               + (" (the new bottleneck blocks start as the identity)" if key == "bottleneck_blocks" else ""),

@@ -154,7 +154,7 @@ def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(t
         warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
 
 
-def test_warm_start_to_zero_padding_and_a_smaller_rgb_kernel_keeps_the_interior_and_flat_answers(tmp_path):
+def test_warm_start_to_zero_padding_and_a_smaller_rgb_kernel_keeps_the_parameters_and_flat_answers(tmp_path):
     """padding=zeros takes the source's parameters as they are; rgb_kernel=3 its 7x7 kernel resized, so that a
     flat map answers alike; the result stylises (finite, in range) and trains."""
     shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
