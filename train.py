@@ -67,6 +67,14 @@ def check_devices(cfg: DictConfig) -> None:
                           f"(trainer.accelerator={accelerator})")
 
 
+# the variational net's kernel-size options, and the weight each sizes (of a net with the given options)
+KERNEL_WEIGHTS = {
+    "rgb_kernel": lambda net: "net.decoder.to_rgb.weight",
+    "stem_kernel": lambda net: "net.content_encoder.stem.0.weight",
+    "full_res_fuse_kernel": lambda net: f"net.decoder.ups.{net['downsamplings'] - 1}.conv_fuse.weight",
+}
+
+
 def warm_start(model: pl.LightningModule, source: str) -> None:
     """Start ``model.net`` from the weights of a shipped model or a checkpoint (``init_from=``); the
     optimiser, schedule and step start afresh (``ckpt_path=`` resumes a run instead)."""
@@ -81,8 +89,8 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     source_net, run_net = {**defaults, **info["net"]}, {**defaults, **model.hparams.net}
     differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
     # what a variational run may change and still start from the source: a deeper bottleneck (its extra blocks
-    # start as the identity), the padding (the same parameters) and the RGB kernel (resized, models.layers)
-    adaptable = {"bottleneck_blocks", "padding", "rgb_kernel"} if info.get("kind") == "variational" else set()
+    # start as the identity), the padding (the same parameters) and the kernels of KERNEL_WEIGHTS (resized, models.layers)
+    adaptable = ({"bottleneck_blocks", "padding", *KERNEL_WEIGHTS} if info.get("kind") == "variational" else set())
     fixed = [key for key in differing if key not in adaptable
              or (key == "bottleneck_blocks" and run_net[key] < source_net[key])]
     if fixed:
@@ -95,8 +103,10 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
         new_blocks = tuple(f"decoder.bottleneck.{index}." for index in range(source_net["bottleneck_blocks"],
                                                                              run_net["bottleneck_blocks"]))
         state.update({f"net.{key}": value for key, value in model.net.state_dict().items() if key.startswith(new_blocks)})
-    if "rgb_kernel" in differing:
-        state["net.decoder.to_rgb.weight"] = resize_kernel(state["net.decoder.to_rgb.weight"], run_net["rgb_kernel"])
+    for option in set(differing) & set(KERNEL_WEIGHTS):
+        key = KERNEL_WEIGHTS[option](source_net)
+        if key in state:  # (a net without skips has no fuse convs)
+            state[key] = resize_kernel(state[key], run_net[option])
     load_net_state(model.net, state)
     for key in differing:
         print(f"init_from={source}: net.{key} {source_net[key]} -> {run_net[key]}"

@@ -154,9 +154,9 @@ def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(t
         warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
 
 
-def test_warm_start_to_zero_padding_and_a_smaller_rgb_kernel_keeps_the_parameters_and_flat_answers(tmp_path):
-    """padding=zeros takes the source's parameters as they are; rgb_kernel=3 its 7x7 kernel resized, so that a
-    flat map answers alike; the result stylises (finite, in range) and trains."""
+def test_warm_start_to_zero_padding_and_smaller_kernels_keeps_the_parameters_and_flat_answers(tmp_path):
+    """padding=zeros takes the source's parameters as they are; smaller kernels (RGB, stem, full-resolution fuse)
+    the source's resized, so that a flat map answers alike; the result stylises (finite, in range) and trains."""
     shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
     source = load_stylizer(shipped, "cpu").net
     zero = variational_module(padding="zeros")
@@ -169,12 +169,18 @@ def test_warm_start_to_zero_padding_and_a_smaller_rgb_kernel_keeps_the_parameter
     out.mean().backward()
     assert out.isfinite().all() and 0 <= out.min() and out.max() <= 1
     assert zero.net.decoder.to_rgb.weight.grad.isfinite().all()
-    small = variational_module(rgb_kernel=3)
+    small = variational_module(rgb_kernel=3, stem_kernel=3, full_res_fuse_kernel=1)
     warm_start(small, str(shipped))
-    assert small.net.decoder.to_rgb.weight.shape[-2:] == (3, 3)
-    flat = torch.rand(1, NET["width"], 1, 1).expand(1, NET["width"], 12, 12).contiguous()
-    with torch.no_grad():
-        torch.testing.assert_close(small.net.decoder.to_rgb(flat), source.decoder.to_rgb(flat), rtol=1e-3, atol=1e-3)
+    convs = {"to_rgb": lambda net: net.decoder.to_rgb, "stem": lambda net: net.content_encoder.stem[0],
+             "fuse": lambda net: net.decoder.ups[-1].conv_fuse}
+    assert {name: conv(small.net).weight.shape[-1] for name, conv in convs.items()} == {"to_rgb": 3, "stem": 3, "fuse": 1}
+    assert {name: conv(source).weight.shape[-1] for name, conv in convs.items()} == {"to_rgb": 7, "stem": 7, "fuse": 3}
+    for name, conv in convs.items():
+        channels = conv(source).in_channels
+        flat = torch.rand(1, channels, 1, 1).expand(1, channels, 12, 12).contiguous()
+        with torch.no_grad():  # away from the borders (reflect padding against zeros)
+            torch.testing.assert_close(conv(small.net)(flat)[..., 4:-4, 4:-4], conv(source)(flat)[..., 4:-4, 4:-4],
+                                       rtol=1e-3, atol=1e-3, msg=name)
     with pytest.raises(ConfigError, match="width"):
         warm_start(variational_module(rgb_kernel=3, width=16), str(shipped))
 

@@ -79,10 +79,10 @@ class Encoder(nn.Module):
     code, the others are the U-Net skips."""
 
     def __init__(self, width: int = 32, downsamplings: int = 3, blocks_per_level: int = 1, max_width: int = 256,
-                 norm: str = "instance", in_channels: int = 3, padding: str = "reflect"):
+                 norm: str = "instance", in_channels: int = 3, padding: str = "reflect", stem_kernel: int = 7):
         super().__init__()
         self.widths = stage_widths(width, downsamplings, max_width)
-        self.stem = nn.Sequential(padded_conv(in_channels, width, 7, 1, padding),
+        self.stem = nn.Sequential(padded_conv(in_channels, width, stem_kernel, 1, padding),
                                   norm_layer(norm, width), nn.ReLU(inplace=True))
         self.levels = nn.ModuleList(
             nn.Sequential(ResBlock(c_in, c_out, stride=2, norm=norm, padding=padding),
@@ -231,16 +231,17 @@ class AdaINResBlock(nn.Module):
 
 class UpBlock(nn.Module):
     """AdaIN -> nearest x2 -> conv (the upsampling convolution); then, with a skip, concatenate the
-    content encoder's map of that size and fuse with AdaIN -> conv. Every conv sees styled input."""
+    content encoder's map of that size and fuse with AdaIN -> a ``fuse_kernel`` conv. Every conv sees styled input."""
 
-    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int, padding: str = "reflect"):
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int, padding: str = "reflect",
+                 fuse_kernel: int = 3):
         super().__init__()
         self.norm_up = AdaIN(in_channels, w_dim)
         self.conv_up = padded_conv(in_channels, out_channels, padding=padding)
         self.fuse = skip_channels > 0
         if self.fuse:
             self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim)
-            self.conv_fuse = padded_conv(out_channels + skip_channels, out_channels, padding=padding)
+            self.conv_fuse = padded_conv(out_channels + skip_channels, out_channels, fuse_kernel, padding=padding)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(self.norm_up(x, w), scale_factor=2.0, mode="nearest")
@@ -270,17 +271,21 @@ class MappingNetwork(nn.Module):
 
 class Decoder(nn.Module):
     """Bottleneck AdaIN residual blocks at the code's resolution, then one ``UpBlock`` per level (with
-    the matching content skip when ``skips``), then a ``rgb_kernel`` conv to RGB and a sigmoid (output in [0, 1])."""
+    the matching content skip when ``skips``), then a ``rgb_kernel`` conv to RGB and a sigmoid (output in [0, 1]).
+    ``full_res_fuse_kernel``: the kernel of the last, full-resolution fuse conv (1: a tenth of its multiply-adds, where
+    the decoder spends most of its time; the conv before it keeps a 3x3 view)."""
 
     def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
-                 mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7):
+                 mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7,
+                 full_res_fuse_kernel: int = 3):
         super().__init__()
         self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
         w_dim = self.mapping.out_dim
         self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding) for _ in range(bottleneck_blocks))
         # Up blocks go coarse -> fine: from level l+1 to level l, taking skip l.
         self.ups = nn.ModuleList(
-            UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding)
+            UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding,
+                    full_res_fuse_kernel if level == 0 else 3)
             for level in reversed(range(len(widths) - 1)))
         self.to_rgb = padded_conv(widths[0], 3, rgb_kernel, 1, padding)
 
@@ -313,12 +318,12 @@ class VariationalStyleNet(nn.Module):
                  content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
                  logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe",
-                 padding: str = "reflect", rgb_kernel: int = 7):
+                 padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
         self.content_encoder = Encoder(width, downsamplings, blocks_per_level, max_width, content_norm,
-                                       padding=padding)
+                                       padding=padding, stem_kernel=stem_kernel)
         if style_encoder == "learned":
             self.style_encoder = StyleEncoder(style_dim, style_width or width, downsamplings, blocks_per_level,
                                               max_width, style_norm, style_pooling, logvar_init)
@@ -327,7 +332,7 @@ class VariationalStyleNet(nn.Module):
         else:
             raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
-                               mapping_layers, mapping_hidden, padding, rgb_kernel)
+                               mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel)
 
     def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
