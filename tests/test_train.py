@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import train as train_script  # noqa: E402
 from train import train  # noqa: E402
 
 # every conf/loss entry that is a distribution loss (swap.yaml is for infer.py method=optimize only)
@@ -267,3 +268,18 @@ def test_a_streak_of_nonfinite_steps_stops_the_run_naming_the_step(tmp_path, sam
     message = capsys.readouterr().err
     assert "stopping at step 3: 3 non-finite steps in a row" in message and "last.ckpt" in message
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively(monkeypatch, capsys, native):
+    """trainer.precision=auto (the CPU experiments'): bf16-mixed on a CPU with native bfloat16, 32-true on an
+    AVX2-only one (emulated bfloat16 is many times slower there); an explicit bf16 on that CPU stays, with a warning."""
+    monkeypatch.setattr(train_script, "bf16_is_fast", lambda device: native)
+    cfg = compose_train(["experiment=shared_images_cpu"])
+    assert cfg.trainer.precision == "auto"
+    train_script.resolve_precision(cfg)
+    assert cfg.trainer.precision == ("bf16-mixed" if native else "32-true")
+    explicit = compose_train(["trainer.precision=bf16-mixed"])
+    train_script.resolve_precision(explicit)
+    assert explicit.trainer.precision == "bf16-mixed"
+    assert ("no native bfloat16" in capsys.readouterr().err) is not native
