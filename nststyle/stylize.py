@@ -159,6 +159,9 @@ def _checkpoint_stylizer(path, device, precision: str, compile: bool, options: d
     stylizer.style_size = checkpoint["nststyle"].get("style_size")  # the scale a shipped model reads paintings at
     if precision == "auto":
         precision = "bf16" if bf16_is_fast(stylizer.device) else "fp32"
+    elif precision == "bf16" and not bf16_is_fast(stylizer.device):
+        warnings.warn(f"precision=bf16 on a {stylizer.device.type} without native bfloat16 (no AVX512-BF16/AMX): "
+                      "emulated, many times slower than fp32 (precision=auto picks fp32 here)", stacklevel=3)
     stylizer.precision = precision
     stylizer.prepare_networks()
     stylizer.colour_shift = float(checkpoint["nststyle"].get("colour_shift", 0.0))

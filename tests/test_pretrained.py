@@ -20,6 +20,7 @@ from nststyle.models.layers import ReflectConv2d
 from nststyle.models.variational import VariationalStyleNet
 from nststyle.pretrained import Pretrained, export, half_if_it_fits, inference_state
 from nststyle.sample_set import style_images
+import nststyle.stylize as stylize
 from nststyle.stylize import StylizeError, load_stylizer
 from nststyle.swap import bf16_is_fast
 
@@ -276,3 +277,15 @@ def test_auto_precision_is_bf16_where_the_device_runs_it_natively():
     expected = "bf16" if bf16_is_fast(torch.device("cpu")) else "fp32"
     assert load_stylizer("inverse", "cpu", precision="auto").precision == expected
     assert load_stylizer("variational", "cpu").precision == "fp32"  # the library's default stays explicit
+
+
+def test_explicit_bf16_warns_only_where_it_is_emulated(monkeypatch, recwarn):
+    """precision=bf16 on a CPU without native bfloat16 still runs (as asked) but says it is emulated and slow."""
+    monkeypatch.setattr(stylize, "bf16_is_fast", lambda device: False)
+    with pytest.warns(UserWarning, match="without native bfloat16"):
+        assert load_stylizer("inverse", "cpu", precision="bf16").precision == "bf16"
+    assert load_stylizer("inverse", "cpu", precision="auto").precision == "fp32"
+    monkeypatch.setattr(stylize, "bf16_is_fast", lambda device: True)
+    recwarn.clear()
+    load_stylizer("inverse", "cpu", precision="bf16")
+    assert not [w for w in recwarn if "native bfloat16" in str(w.message)]
