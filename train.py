@@ -143,8 +143,7 @@ def resolve_precision(cfg: DictConfig) -> None:
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     native = bf16_is_fast(torch.device("cuda" if on_gpu else "cpu"))
     if precision == "auto":
-        cfg.trainer.precision = "bf16-mixed" if native else "32-true"
-        print(f"trainer.precision=auto: {cfg.trainer.precision}", file=sys.stderr)
+        cfg.trainer.precision = "bf16-mixed" if native else "32-true"  # what the checkpoints' run config records
     elif precision.startswith("bf16") and not native:
         print(f"warning: trainer.precision={precision}, but this {'GPU' if on_gpu else 'CPU'} has no native bfloat16: "
               "expect float32's results many times slower (trainer.precision=auto picks 32-true here)", file=sys.stderr)
