@@ -23,7 +23,7 @@ from nststyle.export import EXPORTERS
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.optimize import stylize_file_by_optimization
-from nststyle.stylize import StylizeError, load_stylizer, run_interpolate, run_mix, run_sample, run_stylize
+from nststyle.stylize import COLOUR_CARD, StylizeError, load_stylizer, run_interpolate, run_mix, run_sample, run_stylize
 
 
 def as_list(value):
@@ -43,12 +43,17 @@ def model_options(cfg: DictConfig) -> dict:
     return {key: cfg[key] for key in ("patch_size", "stride", "swap_mode", "refine_steps") if cfg.get(key) is not None}
 
 
+def colour_options(cfg: DictConfig) -> dict:
+    """``colour_shift``/``colour_match`` where the command line sets them (else the model's card decides)."""
+    return {key: cfg[key] for key in COLOUR_CARD if cfg.get(key) is not None}
+
+
 def feedforward(cfg: DictConfig) -> str:
     if not cfg.ckpt:
         raise StylizeError("method=feedforward needs ckpt=NAME_OR_PATH (variational, inverse or a checkpoint)")
     needs_content(cfg)
     stylizer = load_stylizer(cfg.ckpt, cfg.device, precision=cfg.precision, compile=cfg.compile,
-                             colour_shift=cfg.colour_shift, style_size=cfg.style_size, **model_options(cfg))
+                             style_size=cfg.style_size, **colour_options(cfg), **model_options(cfg))
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")
@@ -104,7 +109,7 @@ def evaluation(cfg: DictConfig) -> str:
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
     evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter,
              sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size, precision=cfg.precision,
-             colour_shift=cfg.colour_shift, model_options=model_options(cfg))
+             colours=colour_options(cfg), model_options=model_options(cfg))
     return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
             + Path(cfg.eval_dir, "summary.md").read_text())
 

@@ -138,9 +138,9 @@ class ModelSystem:
     """A shipped model or checkpoint. It is handed the painting at the evaluation's size and reads it for its
     style at its own ``style_size`` (``Stylizer.style_input``; ``style_size`` here overrides its card's)."""
 
-    def __init__(self, spec: str, device, precision: str = "fp32", colour_shift: float | None = None,
+    def __init__(self, spec: str, device, precision: str = "fp32", colours: dict | None = None,
                  options: dict | None = None, style_size: int | None = None):
-        self.stylizer = load_stylizer(spec, device, precision, colour_shift=colour_shift, style_size=style_size,
+        self.stylizer = load_stylizer(spec, device, precision, style_size=style_size, **(colours or {}),
                                       **(options or {}))
 
     def __call__(self, content, style, pair) -> torch.Tensor:
@@ -148,9 +148,10 @@ class ModelSystem:
 
 
 def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "fp32",
-                 colour_shift: float | None = None, model_options: dict | None = None, style_size: int | None = None):
+                 colours: dict | None = None, model_options: dict | None = None, style_size: int | None = None):
     """``spec`` (without label) -> ``callable(content, style, pair) -> 1x3xHxW image``; ``model_options`` and
-    ``style_size`` go to ``load_stylizer`` for checkpoints and shipped models (e.g. ``refine_steps``, ``swap_mode``)."""
+    ``style_size`` go to ``load_stylizer`` for checkpoints and shipped models (e.g. ``refine_steps``, ``swap_mode``),
+    as do ``colours`` (``colour_shift``, ``colour_match``: overrides of their cards)."""
     if spec == "photo":
         return lambda content, style, pair: content
     if spec == "color_transfer":
@@ -161,7 +162,7 @@ def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "
         return OptimizeSystem(spec.split(":", 1)[1], max_iter, device)
     if spec.startswith("folder:"):
         return FolderSystem(spec.split(":", 1)[1])
-    return ModelSystem(spec, device, precision, colour_shift, model_options, style_size)
+    return ModelSystem(spec, device, precision, colours, model_options, style_size)
 
 
 def parse_system(system: str) -> tuple[str, str]:
@@ -181,7 +182,7 @@ def parse_system(system: str) -> tuple[str, str]:
 def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: int = 384, device=None,
              max_iter: int = 300, sheet_size: int = 160, sheet_inputs: bool = True, vgg_weights: str = "caffe",
              style_size: int | None = None, progress: bool = True, precision: str = "fp32",
-             colour_shift: float | None = None, model_options: dict | None = None) -> list[dict]:
+             colours: dict | None = None, model_options: dict | None = None) -> list[dict]:
     """Stylise every pair with every system, score it and write ``out_dir``: ``results.csv`` (a row per
     system and pair), ``summary.md`` (means per system), ``<label>/<pair>.png`` and ``<label>_sheet.jpg``
     (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
@@ -189,8 +190,8 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     metrics: ``caffe``; other weights give other figures (tests use ``random``). ``style_size``: the
     longer side at which the systems read the paintings (default: a model's card, ``size`` for the others; the
     metrics always use ``size``). Models are handed the paintings at ``size`` and read them at that scale.
-    ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``); ``model_options``: their
-    kind's options (``refine_steps``, ``swap_mode``, ...), for every model system."""
+    ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``); ``colours``: overrides of
+    their cards' ``colour_shift``/``colour_match``; ``model_options``: their kind's options (``refine_steps``, ``swap_mode``, ...), for every model system."""
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
     out_dir = Path(out_dir)
@@ -208,7 +209,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     painting_targets = {path: metrics.painting_target(image) for path, image in styles.items()}
     rows, summary = [], []
     for label, spec in labelled:
-        system = build_system(spec, device, max_iter, precision, colour_shift, model_options, style_size)
+        system = build_system(spec, device, max_iter, precision, colours, model_options, style_size)
         inputs = styles if isinstance(system, ModelSystem) else style_inputs
         outputs, failures = {}, []
         for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):

@@ -12,7 +12,7 @@ count depends on the style image. ``nststyle.stylize.ExportedStylizer`` runs eit
 ``infer.py ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
 (onnxscript, onnxruntime). ``export_format=torchscript`` writes the same graphs as ``.ts`` files
 (``torch.jit.trace``), which need torch alone. Each file records the model's ``style_size`` and
-``colour_shift`` (ONNX metadata, a TorchScript extra file), so the exported model reads paintings at the
+``colour_shift``/``colour_match`` (ONNX metadata, a TorchScript extra file), so the exported model reads paintings at the
 scale the checkpoint does and ``ExportedStylizer`` shifts the result's colours as it does.
 
 ``quantize="int8"`` (``infer.py mode=export quantize=int8``, variational model, ONNX) also writes
@@ -41,7 +41,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from .images import resize_max
 from .sample_set import content_images, style_images
-from .stylize import METADATA_KEY, InverseStylizer, Stylizer, StylizeError, VariationalStylizer
+from .stylize import COLOUR_CARD, METADATA_KEY, InverseStylizer, Stylizer, StylizeError, VariationalStylizer
 
 QUANTIZATIONS = ("int8",)
 # the ops of the style path that int8 runs: convolutions, and the ReLUs and max pools between them (a quantised
@@ -84,7 +84,7 @@ def _size(name: str, multiple: int) -> torch.export.Dim:
 
 def _metadata(stylizer: Stylizer) -> dict[str, float]:
     """What an exported file records about the model's card (``ExportedStylizer`` reads it back)."""
-    card = {"style_size": stylizer.style_size, "colour_shift": stylizer.colour_shift}
+    card = {"style_size": stylizer.style_size, **{name: getattr(stylizer, name) for name in COLOUR_CARD}}
     return {key: value for key, value in card.items() if value}
 
 

@@ -130,21 +130,38 @@ def shift_mean_colour(image: torch.Tensor, target: torch.Tensor, strength: float
     return (image + strength * (target - mean_colour(image))).clamp(0, 1)
 
 
-def match_color(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def colour_statistics(image: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``...x3xHxW`` -> the RGB mean (``...x3x1``) and covariance (``...x3x3``, n - 1, ``eps`` on the diagonal),
+    in float64: what ``match_colour_statistics`` moves an image to."""
+    flat = image.reshape(*image.shape[:-2], -1).double()
+    mean = flat.mean(-1, keepdim=True)
+    centred = flat - mean
+    cov = centred @ centred.transpose(-1, -2) / max(flat.shape[-1] - 1, 1)
+    return mean, cov + eps * torch.eye(3, dtype=cov.dtype, device=cov.device)
+
+
+def _covariance_power(cov: torch.Tensor, power: float, eps: float = 1e-5) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(cov)
+    return vectors @ torch.diag_embed(values.clamp_min(eps) ** power) @ vectors.transpose(-1, -2)
+
+
+def match_colour_statistics(source: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
+                            strength: float = 1.0) -> torch.Tensor:
+    """``source`` (``...x3xHxW``) moved ``strength`` of the way (a per-pixel blend) to the linear colour
+    transfer that gives it the RGB ``mean`` and ``cov`` (``colour_statistics``):
+    x -> mu_t + C_t^1/2 C_s^-1/2 (x - mu_s). 1: exactly those statistics (up to clamping to [0, 1])."""
+    source_mean, source_cov = colour_statistics(source)
+    eye = torch.eye(3, dtype=cov.dtype, device=cov.device)
+    transfer = _covariance_power(cov, 0.5) @ _covariance_power(source_cov, -0.5)
+    # the blend folded into one affine map, applied in the image's dtype (a 4K image: no float64 copy of it)
+    matrix = eye + strength * (transfer - eye)
+    offset = strength * (mean - transfer @ source_mean)
+    flat = source.reshape(*source.shape[:-2], -1)
+    out = matrix.to(source.dtype) @ flat + offset.to(source.dtype)
+    return out.reshape(source.shape).clamp(0, 1)
+
+
+def match_color(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Give ``source`` (``...x3xHxW``) the colour mean and covariance of ``target`` (Gatys' colour
-    preservation by linear colour transfer): x -> mu_t + C_t^1/2 C_s^-1/2 (x - mu_s)."""
-    def stats(x):
-        flat = x.reshape(*x.shape[:-2], -1).double()
-        mu = flat.mean(-1, keepdim=True)
-        centred = flat - mu
-        cov = centred @ centred.transpose(-1, -2) / max(flat.shape[-1] - 1, 1)
-        return flat, mu, centred, cov + eps * torch.eye(3, dtype=cov.dtype, device=cov.device)
-
-    def sqrtm(cov, power):
-        values, vectors = torch.linalg.eigh(cov)
-        return vectors @ torch.diag_embed(values.clamp_min(eps) ** power) @ vectors.transpose(-1, -2)
-
-    flat, mu_s, centred, cov_s = stats(source)
-    _, mu_t, _, cov_t = stats(target)
-    out = sqrtm(cov_t, 0.5) @ sqrtm(cov_s, -0.5) @ centred + mu_t
-    return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
+    preservation by linear colour transfer)."""
+    return match_colour_statistics(source, *colour_statistics(target))

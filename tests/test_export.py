@@ -95,7 +95,7 @@ def tiny_vgg_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("vgg") / "tiny_vgg.ckpt"
     torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
                 "nststyle": {"kind": "variational", "net": TINY_VGG_NET, "vgg_weights": "random", "style_size": 64,
-                             "colour_shift": 0.5}},
+                             "colour_shift": 0.5, "colour_match": 0.25}},
                path)
     return path
 
@@ -109,7 +109,7 @@ def test_int8_export_runs_is_smaller_and_close_to_float32(tiny_vgg_checkpoint, t
     assert [f.name for f in files] == ["tiny.onnx", "tiny_decode.onnx", "tiny_int8.onnx"]
     fp32, int8 = load_stylizer(files[0]), load_stylizer(files[2])
     assert isinstance(int8, ExportedStylizer) and int8.style_size == fp32.style_size == 64  # the card travels
-    assert int8.colour_shift == fp32.colour_shift == 0.5
+    assert int8.colour_shift == fp32.colour_shift == 0.5 and int8.colour_match == fp32.colour_match == 0.25
     assert files[2].stat().st_size < 0.5 * files[0].stat().st_size  # the VGG weights in int8: ~1/3 here
     # only the style path is quantised: every convolution that reads int8 weights belongs to the style encoder
     graph = onnx.load(str(files[2])).graph

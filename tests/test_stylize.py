@@ -11,7 +11,8 @@ from PIL import Image
 from skimage import data as skdata
 
 import nststyle.stylize
-from nststyle.images import load_image, match_color, mean_colour, shift_mean_colour
+from nststyle.images import (colour_statistics, load_image, match_color, match_colour_statistics, mean_colour,
+                             shift_mean_colour)
 from nststyle.metrics import StyleMetrics, structure_distance
 from nststyle.refine import refine_photos, refine_style_code
 from nststyle.stylize import STYLIZERS, StylizeError, load_stylizer, slerp
@@ -237,6 +238,51 @@ def test_colour_shift_moves_the_results_mean_colour_to_the_paintings(ckpt, tmp_p
     torch.save(checkpoint, tmp_path / "card.ckpt")
     assert load_stylizer(tmp_path / "card.ckpt", "cpu").colour_shift == 0.7
     assert load_stylizer(tmp_path / "card.ckpt", "cpu", colour_shift=0).colour_shift == 0
+
+
+def test_linear_colour_transfer_gives_the_targets_mean_and_covariance_and_blends_linearly():
+    torch.manual_seed(0)
+    mixing = torch.tensor([[0.5, 0.2, 0.0], [0.1, 0.4, 0.1], [0.0, 0.2, 0.3]])
+    source = (0.5 + 0.3 * torch.einsum("ij,bjhw->bihw", mixing, torch.randn(1, 3, 80, 60))).clamp(0, 1)
+    target = 0.3 + 0.2 * torch.rand(1, 3, 50, 50)
+    matched = match_color(source, target)
+    for got, want in zip(colour_statistics(matched), colour_statistics(target)):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-3)
+    # a plain reference: mu_t + C_t^1/2 C_s^-1/2 (x - mu_s) with scipy's matrix square roots, in float64
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    (mu_s, cov_s), (mu_t, cov_t) = colour_statistics(source), colour_statistics(target)
+    transfer = torch.from_numpy(scipy_linalg.sqrtm(cov_t[0].numpy()).real @ scipy_linalg.inv(
+        scipy_linalg.sqrtm(cov_s[0].numpy()).real))
+    reference = (transfer @ (source.double().reshape(3, -1) - mu_s[0]) + mu_t[0]).reshape(source.shape).clamp(0, 1)
+    torch.testing.assert_close(matched, reference.float(), atol=1e-5, rtol=0)
+    # strength 0 changes nothing, strength t is the per-pixel blend
+    torch.testing.assert_close(match_colour_statistics(source, mu_t, cov_t, 0.0), source, atol=1e-6, rtol=0)
+    blended = match_colour_statistics(source, mu_t, cov_t, 0.4)
+    unclamped = (blended > 0) & (blended < 1) & (matched > 0) & (matched < 1)
+    torch.testing.assert_close(blended[unclamped], torch.lerp(source, matched, 0.4)[unclamped], atol=1e-5, rtol=0)
+
+
+def test_colour_match_moves_the_results_colour_covariance_to_the_paintings_and_keeps_its_mean(ckpt, tmp_path):
+    torch.manual_seed(0)
+    content = 0.3 + 0.4 * torch.rand(1, 3, 64, 48)
+    style = (0.5 + 0.25 * torch.randn(1, 3, 40, 40) * torch.tensor([1.0, 0.3, 0.6])[:, None, None]).clamp(0, 1)
+    shifted = load_stylizer(ckpt, "cpu", colour_shift=1.0)
+    matched = load_stylizer(ckpt, "cpu", colour_shift=1.0, colour_match=1.0)
+    assert shifted.colour_match == 0  # off unless a card or the caller asks for it
+    before, after = shifted.stylize_large(content, style, tile=None), matched.stylize_large(content, style, tile=None)
+    cov = lambda image: colour_statistics(image)[1]  # noqa: E731
+    assert (cov(after) - cov(style)).norm() < 0.2 * (cov(before) - cov(style)).norm()
+    torch.testing.assert_close(mean_colour(after), mean_colour(before), atol=0.02, rtol=0)  # colour_shift's mean stays
+    half = load_stylizer(ckpt, "cpu", colour_shift=1.0, colour_match=0.5).stylize_large(content, style, tile=None)
+    assert (cov(after) - cov(style)).norm() < (cov(half) - cov(style)).norm() < (cov(before) - cov(style)).norm()
+    with pytest.raises(StylizeError, match="colour_match is a strength between 0 and 1"):
+        load_stylizer(ckpt, "cpu", colour_match=2)
+    # the card sets the default (infer.py colour_match= overrides it)
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["nststyle"]["colour_match"] = 0.6
+    torch.save(checkpoint, tmp_path / "card.ckpt")
+    assert load_stylizer(tmp_path / "card.ckpt", "cpu").colour_match == 0.6
+    assert load_stylizer(tmp_path / "card.ckpt", "cpu", colour_match=0).colour_match == 0
 
 
 def test_mix_shifts_to_the_weighted_mean_colour_of_its_paintings(ckpt, images, tmp_path):

@@ -98,7 +98,7 @@ def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
 
 
 # the inference settings a checkpoint may carry, as shipped files do (nststyle.pretrained)
-CARD_KEYS = ("style_size", "colour_shift")
+CARD_KEYS = ("style_size", "colour_shift", "colour_match")
 
 
 class VariationalStyleTransfer(pl.LightningModule):
@@ -119,7 +119,8 @@ class VariationalStyleTransfer(pl.LightningModule):
             then spends nothing on the mean colour that the shift sets anyway. 0: score it as it is.
         card: what inference reads from the checkpoint, as from a shipped file's card (``CARD_KEYS``:
             ``style_size``, the longer side paintings are read at for their code; ``colour_shift``, how far
-            results move to the painting's mean colour; see ``nststyle.stylize.load_stylizer``).
+            results move to the painting's mean colour; ``colour_match``, then to its colour covariance; see
+            ``nststyle.stylize.load_stylizer``).
         style_code_scale: the style encoder reads the painting crop resized by this factor, while the
             style loss scores against it as it is: inference reads paintings smaller (``card.style_size``) than
             the scale their strokes should have in the output. 1: both read the crop as it is.
