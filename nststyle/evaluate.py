@@ -200,6 +200,9 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     if len(set(labels)) != len(labels):
         raise EvaluationError(f"two systems share a label in {labels}: name them, e.g. new=PATH")
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # every system built before any is run: a missing checkpoint or package fails now, not after an hour of others
+    systems_built = [build_system(spec, device, max_iter, precision, colours, model_options, style_size)
+                     for _, spec in labelled]
     metrics = StyleMetrics(vgg_weights, device)
     contents = {path: load_image(path, size, MULTIPLE)[None] for path in dict.fromkeys(p.content for p in pairs)}
     styles = {path: load_image(path, size)[None] for path in dict.fromkeys(p.style for p in pairs)}
@@ -208,8 +211,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     photo_targets = {path: metrics.photo_target(image) for path, image in contents.items()}
     painting_targets = {path: metrics.painting_target(image) for path, image in styles.items()}
     rows, summary = [], []
-    for label, spec in labelled:
-        system = build_system(spec, device, max_iter, precision, colours, model_options, style_size)
+    for (label, spec), system in zip(labelled, systems_built):
         inputs = styles if isinstance(system, ModelSystem) else style_inputs
         outputs, failures = {}, []
         for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):

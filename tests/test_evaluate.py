@@ -13,6 +13,7 @@ from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, hol
 from nststyle.features import STYLE_LAYERS, VGGEncoder
 from nststyle.metrics import METRIC_CONTENT_LAYER, StyleMetrics, structure_distance
 from nststyle.splits import near_duplicate_groups, read_holdout, split_files
+from nststyle.stylize import StylizeError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,6 +192,14 @@ def test_pairs_sources_and_labels(folders, tmp_path):
     assert parse_system("folder:out/magenta") == ("magenta", "folder:out/magenta")
     with pytest.raises(EvaluationError, match="share a label"):
         evaluate(["photo", "photo"], tsv_pairs(tsv), tmp_path / "x", vgg_weights="random")
+
+
+def test_a_system_that_cannot_load_fails_before_any_other_runs(folders, tmp_path):
+    pairs = folder_pairs(folders / "photos", folders / "paintings")
+    with pytest.raises(StylizeError, match="checkpoint not found"):
+        evaluate(["color_transfer", f"late={tmp_path / 'not_yet_written.ckpt'}"], pairs, tmp_path / "out", size=48,
+                 vgg_weights="random", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing ran: no half-finished table to mistake for a result
 
 
 def test_infer_mode_evaluate_end_to_end(folders, tmp_path):

@@ -197,6 +197,7 @@ def test_missing_content_is_an_image_error(ckpt, images, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # a minute of torch.compile
 def test_compiled_networks_give_the_same_images(ckpt, images):
     """compile=True hands the networks to torch.compile: same outputs (to float32 rounding of fused
     kernels), and the modules are really wrapped."""

@@ -45,6 +45,7 @@ def test_optuna_search_minimises_the_evaluation_score(tmp_path, sample_dir):
     assert len(scores) == 3 and best["best_value"] == pytest.approx(min(scores), rel=1e-3)
 
 
+@pytest.mark.slow  # test_train.py's multirun covers the local launcher; this one the submitit plug-in
 def test_submitit_local_runs_a_two_job_multirun(tmp_path, sample_dir):
     result = train("-m", "hydra/launcher=local", "loss=gram,w2", *TINY, f"data.sample_dir={sample_dir}",
                    f"hydra.sweep.dir={tmp_path}")

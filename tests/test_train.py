@@ -184,7 +184,9 @@ INVERSE_FAST = ["experiment=inverse_quickstart", "model.vgg_weights=random", "mo
                 "data.image_size=32", "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4", "threads=1"]
 
 
-@pytest.mark.parametrize("model", [FAST, INVERSE_FAST], ids=["variational", "inverse"])
+# the inverse run is slow-marked: DDP's code path is the model's alike (pytest -m slow runs it)
+@pytest.mark.parametrize("model", [pytest.param(FAST, id="variational"),
+                                   pytest.param(INVERSE_FAST, id="inverse", marks=pytest.mark.slow)])
 def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path, sample_dir, model):
     # Lightning's DDP with the gloo backend: the same code path as multi-GPU, minus NCCL. The image grid
     # (rank 0 only) and the final checkpoint (all ranks) once deadlocked here.
