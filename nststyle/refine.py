@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import STYLE_LAYERS
-from .images import mean_colour, resize_max, shift_mean_colour
+from .images import colour_statistics, match_colour_statistics, mean_colour, resize_max, shift_mean_colour
 from .metrics import StyleMetrics, _mean_std_vector, relative_gap, structure_distance
 from .models.variational import VariationalStyleNet
 
@@ -63,19 +63,21 @@ def refine_photos(size: int, multiple: int = 8) -> list[torch.Tensor]:
 
 def refine_style_code(net: VariationalStyleNet, metrics: StyleMetrics, painting: torch.Tensor, w: torch.Tensor,
                       steps: int, colour_shift: float = 1.0, bf16: bool = False, progress: bool = True,
-                      structure_weight: float | None = None) -> torch.Tensor:
+                      structure_weight: float | None = None, colour_match: float = 0.0) -> torch.Tensor:
     """``w`` (``1 x w_dim``, e.g. ``net.decoder.mapping(code)``) after L-BFGS (strong Wolfe line search, at most
     ``steps`` evaluations) on the mean style distance of the ``REFINE_PHOTOS`` stylised with it (at
     ``PHOTO_SCALE`` of ``painting``'s longer side) to ``painting`` (``1x3xHxW``), each result's mean colour first
-    moved ``colour_shift`` of the way to the painting's, plus ``structure_weight`` (None: ``STRUCTURE_WEIGHT``)
+    moved ``colour_shift`` of the way to the painting's and then its colour covariance ``colour_match`` of the way
+    (as ``Stylizer.shift_colour`` does at inference), plus ``structure_weight`` (None: ``STRUCTURE_WEIGHT``)
     times each result's structure distance to its photo. The networks are left unchanged; ``bf16``: under
     bfloat16 autocast (CPUs with AVX512-BF16)."""
     structure_weight = STRUCTURE_WEIGHT if structure_weight is None else structure_weight
     with torch.inference_mode(False):  # callers may run under inference mode (the evaluation does)
-        return _refine(net, metrics, painting.clone(), w, steps, colour_shift, bf16, progress, structure_weight)
+        return _refine(net, metrics, painting.clone(), w, steps, (colour_shift, colour_match), bf16, progress,
+                       structure_weight)
 
 
-def _refine(net, metrics, painting, w, steps, colour_shift, bf16, progress, structure_weight) -> torch.Tensor:
+def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure_weight) -> torch.Tensor:
     device = painting.device
     size = min(MAX_PHOTO_SIZE, max(64, round(PHOTO_SCALE * max(painting.shape[-2:]))))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -84,7 +86,14 @@ def _refine(net, metrics, painting, w, steps, colour_shift, bf16, progress, stru
                   if name in STYLE_LAYERS}
         photos = [photo.to(device) for photo in refine_photos(size, net.multiple)]
         features = [net.content_encoder(photo) for photo in photos]
-    colour = mean_colour(painting)
+    colour_shift, colour_match = colours
+    colour, covariance = mean_colour(painting), colour_statistics(painting)[1]
+
+    def recolour(result: torch.Tensor) -> torch.Tensor:
+        result = shift_mean_colour(result, colour, colour_shift)
+        return match_colour_statistics(result, colour_statistics(result)[0], covariance, colour_match) \
+            if colour_match else result
+
     w = w.detach().float().clone().requires_grad_(True)
     # a 128-number smooth problem: L-BFGS reaches in 30 evaluations what 40 Adam steps did (module docstring)
     optimizer = torch.optim.LBFGS([w], lr=1, max_iter=steps, max_eval=steps, history_size=LBFGS_HISTORY,
@@ -96,7 +105,7 @@ def _refine(net, metrics, painting, w, steps, colour_shift, bf16, progress, stru
         loss = 0.0
         for photo, photo_features in zip(photos, features):
             with autocast:
-                result = shift_mean_colour(net.decoder.synthesize(photo_features, w).float(), colour, colour_shift)
+                result = recolour(net.decoder.synthesize(photo_features, w).float())
                 output = metrics.encoder(result)
             loss = loss + torch.stack([relative_gap(_mean_std_vector(output[name]), target[name])
                                        for name in STYLE_LAYERS]).mean()

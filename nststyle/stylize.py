@@ -371,7 +371,8 @@ class VariationalStylizer(Stylizer):
             # the same (with the earlier Adam steps 1.013 / 0.102 against 1.012 / 0.101 on the 42 held-back
             # pairs) in 0.6x the time
             self._refined[key] = refine_style_code(self.net, self._metrics, style, w, self.refine_steps,
-                                                   self.colour_shift, bf16=bf16_is_fast(self.device))
+                                                   self.colour_shift, bf16=bf16_is_fast(self.device),
+                                                   colour_match=self.colour_match)
         return self._refined[key]
 
     def stylize(self, content, style, alpha=1.0):

@@ -322,6 +322,16 @@ def test_refining_a_paintings_code_lowers_the_evaluations_style_distance_and_is_
     free = refine_style_code(stylizer.net, metrics, painting, w0, steps=12, progress=False, structure_weight=0.0)
     assert structure(kept) < structure(free)
 
+    # scored after the colour match inference applies (colour_match): the code it finds is better for that score
+    def matched_style_distance(w):
+        photos, covariance = refine_photos(64, stylizer.multiple), colour_statistics(painting)[1]
+        recoloured = [shift_mean_colour(stylizer.synthesize(photo, w), mean_colour(painting)) for photo in photos]
+        return sum(metrics(match_colour_statistics(image, colour_statistics(image)[0], covariance), photo,
+                           painting)["style"] for image, photo in zip(recoloured, photos)) / len(photos)
+
+    matched = refine_style_code(stylizer.net, metrics, painting, w0, steps=12, progress=False, colour_match=1.0)
+    assert torch.isfinite(matched).all() and matched_style_distance(matched) < matched_style_distance(w0)
+
     calls = []
     original = nststyle.stylize.refine_style_code
     monkeypatch.setattr(nststyle.stylize, "refine_style_code", lambda *a, **k: calls.append(1) or original(*a, **k))
