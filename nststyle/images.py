@@ -161,6 +161,19 @@ def match_colour_statistics(source: torch.Tensor, mean: torch.Tensor, cov: torch
     return out.reshape(source.shape).clamp(0, 1)
 
 
+def recolour(image: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, shift: float = 1.0,
+             match: float = 0.0) -> torch.Tensor:
+    """What a model card's ``colour_shift`` and ``colour_match`` do to a result (``Bx3xHxW``): its mean RGB moved
+    ``shift`` of the way to ``mean`` (``Bx3x1x1``, ``mean_colour`` of the painting), then its RGB covariance
+    ``match`` of the way to ``cov`` (``Bx3x3``, ``colour_statistics`` of the painting), its mean kept. Inference,
+    the quality mode's refinement and training (scored after it) all recolour through here."""
+    if shift:
+        image = shift_mean_colour(image, mean, shift)
+    if match:
+        image = match_colour_statistics(image, colour_statistics(image)[0], cov, match)
+    return image
+
+
 def match_color(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Give ``source`` (``...x3xHxW``) the colour mean and covariance of ``target`` (Gatys' colour
     preservation by linear colour transfer)."""

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import STYLE_LAYERS
-from .images import colour_statistics, match_colour_statistics, mean_colour, resize_max, shift_mean_colour
+from .images import colour_statistics, mean_colour, recolour, resize_max
 from .metrics import StyleMetrics, _mean_std_vector, relative_gap, structure_distance
 from .models.variational import VariationalStyleNet
 
@@ -88,12 +88,6 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
         features = [net.content_encoder(photo) for photo in photos]
     colour_shift, colour_match = colours
     colour, covariance = mean_colour(painting), colour_statistics(painting)[1]
-
-    def recolour(result: torch.Tensor) -> torch.Tensor:
-        result = shift_mean_colour(result, colour, colour_shift)
-        return match_colour_statistics(result, colour_statistics(result)[0], covariance, colour_match) \
-            if colour_match else result
-
     w = w.detach().float().clone().requires_grad_(True)
     # a 128-number smooth problem: L-BFGS reaches in 30 evaluations what 40 Adam steps did (module docstring)
     optimizer = torch.optim.LBFGS([w], lr=1, max_iter=steps, max_eval=steps, history_size=LBFGS_HISTORY,
@@ -105,7 +99,8 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
         loss = 0.0
         for photo, photo_features in zip(photos, features):
             with autocast:
-                result = recolour(net.decoder.synthesize(photo_features, w).float())
+                result = recolour(net.decoder.synthesize(photo_features, w).float(), colour, covariance,
+                                  colour_shift, colour_match)
                 output = metrics.encoder(result)
             loss = loss + torch.stack([relative_gap(_mean_std_vector(output[name]), target[name])
                                        for name in STYLE_LAYERS]).mean()

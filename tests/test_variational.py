@@ -6,6 +6,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
+from nststyle.images import colour_statistics
 from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda
 from nststyle.metrics import structure_distance
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
@@ -350,6 +351,29 @@ def test_colour_shift_scores_the_output_with_the_paintings_mean_colour_and_goes_
     plain_checkpoint = {"state_dict": VariationalStyleTransfer(net=TINY, vgg_weights="random").state_dict()}
     VariationalStyleTransfer(net=TINY, vgg_weights="random").on_save_checkpoint(plain_checkpoint)
     assert "colour_shift" not in plain_checkpoint["nststyle"]
+
+
+def test_colour_match_scores_the_output_with_the_paintings_colour_covariance_and_goes_on_the_checkpoint(monkeypatch):
+    torch.manual_seed(0)
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", colour_shift=1.0, colour_match=1.0)
+    scored = []
+    original = module.vgg.forward
+    monkeypatch.setattr(module.vgg, "forward", lambda images, layers=None: scored.append(images) or
+                        original(images, layers))
+    content = 0.4 + 0.2 * torch.rand(2, 3, 32, 32)
+    # paintings of correlated channels around a mid-range colour: the match moves no pixel out of [0, 1]
+    base = torch.rand(2, 1, 32, 32)
+    style = torch.tensor([0.3, 0.5, 0.6]).view(1, 3, 1, 1) + 0.2 * base * torch.tensor([1.0, 0.5, -0.5]).view(1, 3, 1, 1)
+    module.losses(content, style)["loss"].backward()
+    output = scored[-1]
+    assert output.requires_grad and 0 < output.min() and output.max() < 1
+    for got, want in zip(colour_statistics(output.detach()), colour_statistics(style)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-2)  # each output has its painting's mean and covariance
+    grads = [p.grad for p in module.net.decoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["nststyle"]["colour_match"] == 1.0  # inference recolours as training scored
 
 
 def test_the_card_of_inference_settings_goes_on_the_checkpoint(tmp_path):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from ..features import CONTENT_LAYER, VGGEncoder
-from ..images import mean_colour, shift_mean_colour
+from ..images import colour_statistics, mean_colour, recolour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
 from ..metrics import structure_distance
 from ..models.variational import VariationalStyleNet
@@ -117,6 +117,8 @@ class VariationalStyleTransfer(pl.LightningModule):
         colour_shift: score the output after moving its mean RGB by this much onto the painting's, as
             inference does with a model card's ``colour_shift`` (``images.shift_mean_colour``): the network
             then spends nothing on the mean colour that the shift sets anyway. 0: score it as it is.
+        colour_match: then after moving its RGB covariance this far to the painting's, as a card's
+            ``colour_match`` does (``images.recolour``); 0: not at all. Both go on the checkpoint's card.
         card: what inference reads from the checkpoint, as from a shipped file's card (``CARD_KEYS``:
             ``style_size``, the longer side paintings are read at for their code; ``colour_shift``, how far
             results move to the painting's mean colour; ``colour_match``, then to its colour covariance; see
@@ -138,7 +140,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
                  card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
-                 style_hue_shift: float = 0.0):
+                 style_hue_shift: float = 0.0, colour_match: float = 0.0):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -156,7 +158,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
-                                   "colour_shift": colour_shift, "card": plain(card or {}),
+                                   "colour_shift": colour_shift, "colour_match": colour_match,
+                                   "card": plain(card or {}),
                                    "style_code_scale": style_code_scale, "structure_weight": structure_weight,
                                    "style_hue_shift": style_hue_shift})
         self.net = VariationalStyleNet(**net)
@@ -193,8 +196,7 @@ class VariationalStyleTransfer(pl.LightningModule):
             with torch.no_grad():
                 style_features = self.vgg(code_input)
         output, mu, logvar = self.net(content, code_input, style_features if shared_vgg else None)
-        if self.hparams.colour_shift:
-            output = shift_mean_colour(output, mean_colour(style), self.hparams.colour_shift)
+        output = self.recolour(output, style)
         features = self.vgg(output)
         terms = {"content": self.content_loss(features), "style": self.style_loss(features),
                  "kl": kl_divergence(mu.float(), logvar.float())}
@@ -266,10 +268,14 @@ class VariationalStyleTransfer(pl.LightningModule):
     @torch.no_grad()
     def stylize(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         mu, _ = self.net.encode_style(self.code_input(style))
-        output = self.net.decode(content, mu)
-        if self.hparams.colour_shift:
-            output = shift_mean_colour(output, mean_colour(style), self.hparams.colour_shift)
-        return output
+        return self.recolour(self.net.decode(content, mu), style)
+
+    def recolour(self, output: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """``output`` after the colour post-processing inference will apply (``images.recolour``)."""
+        shift, match = self.hparams.colour_shift, self.hparams.get("colour_match", 0.0)
+        if not (shift or match):
+            return output
+        return recolour(output, mean_colour(style), colour_statistics(style)[1], shift, match)
 
     @torch.no_grad()
     def sample_prior(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -282,8 +288,9 @@ class VariationalStyleTransfer(pl.LightningModule):
             del state[key]  # frozen and rebuilt from vgg_weights: keeps checkpoints small
         checkpoint["nststyle"] = {"kind": self.model_kind, "net": dict(self.hparams.net),
                                   "vgg_weights": self.hparams.vgg_weights}
-        if self.hparams.get("colour_shift"):  # trained through the shift: inference applies it too
-            checkpoint["nststyle"]["colour_shift"] = self.hparams.colour_shift
+        for name in ("colour_shift", "colour_match"):  # trained through the recolouring: inference applies it too
+            if self.hparams.get(name):
+                checkpoint["nststyle"][name] = self.hparams[name]
         checkpoint["nststyle"].update(self.hparams.get("card") or {})
         if self.run_config is not None:
             checkpoint["config"] = self.run_config
