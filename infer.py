@@ -120,10 +120,14 @@ def export(cfg: DictConfig) -> str:
     options = {"quantize": cfg.quantize} if cfg.quantize else {}
     if options and cfg.export_format != "onnx":
         raise StylizeError(f"quantize={cfg.quantize} applies to export_format=onnx")
+    if cfg.export_format == "aoti":
+        options["precision"] = cfg.precision
+    elif cfg.precision not in ("auto", "fp32"):
+        raise StylizeError(f"precision={cfg.precision} applies to export_format=aoti (onnx and torchscript: float32)")
     stylizer = load_stylizer(cfg.ckpt, "cpu")
     name = Path(str(cfg.ckpt)).stem
     files = EXPORTERS[cfg.export_format](stylizer, cfg.export_dir, name, **options)
-    run = files[-1] if options else files[0]  # the quantised graph comes last
+    run = files[-1] if cfg.quantize else files[0]  # the quantised graph comes last
     return f"export: wrote {', '.join(map(str, files))} (run with: python infer.py ckpt={run} content=... style=...)"
 
 

@@ -34,7 +34,7 @@ from .images import ImageError, list_images, load_image, match_color, save_grid,
 from .metrics import METRICS, StyleMetrics
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
-from .stylize import load_stylizer
+from .stylize import EXPORTED_SUFFIXES, load_stylizer
 
 MULTIPLE = 8  # every feed-forward model here takes H, W multiples of 8
 
@@ -162,6 +162,8 @@ def build_system(spec: str, device=None, max_iter: int = 300, precision: str = "
         return OptimizeSystem(spec.split(":", 1)[1], max_iter, device)
     if spec.startswith("folder:"):
         return FolderSystem(spec.split(":", 1)[1])
+    if spec.endswith(EXPORTED_SUFFIXES):  # runs as exported: precision is the checkpoints' choice
+        precision = "auto"
     return ModelSystem(spec, device, precision, colours, model_options, style_size)
 
 
@@ -174,7 +176,7 @@ def parse_system(system: str) -> tuple[str, str]:
     spec = label
     if spec.startswith("folder:"):
         return Path(spec.split(":", 1)[1]).name, spec
-    return (Path(spec).stem if spec.endswith((".ckpt", ".pt", ".onnx", ".ts")) else spec.replace(":", "_")), spec
+    return (Path(spec).stem if spec.endswith((".ckpt", ".pt") + EXPORTED_SUFFIXES) else spec.replace(":", "_")), spec
 
 
 # ----------------------------------------------------------------------------- the run

@@ -26,6 +26,7 @@ import json
 import math
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def register(kind: str):
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+EXPORTED_SUFFIXES = (".onnx", ".ts", ".pt2")  # nststyle.export's formats: onnx, torchscript, aoti
 # the card's colour post-processing (Stylizer.shift_colour): its keys in a checkpoint's ``nststyle`` and in exported files
 COLOUR_CARD = ("colour_shift", "colour_match")
 # the key under which an exported file (nststyle.export) records the model's card as JSON: ONNX metadata, a
@@ -133,7 +135,7 @@ def load_stylizer(path: str | Path, device: str | torch.device | None = None, pr
         raise StylizeError(f"unknown precision {precision!r}: {' or '.join(PRECISIONS)}")
     if style_size is not None and int(style_size) < 16:
         raise StylizeError(f"style_size is the longer side paintings are read at, in pixels (16 or more), got {style_size}")
-    if Path(path).suffix in (".onnx", ".ts"):  # an exported model (nststyle.export)
+    if Path(path).suffix in EXPORTED_SUFFIXES:  # an exported model (nststyle.export)
         if not Path(path).is_file():
             raise StylizeError(f"exported model not found: {path}")
         if precision not in ("fp32", "auto") or compile:
@@ -494,8 +496,8 @@ class InverseStylizer(Stylizer):
 
 
 class ExportedStylizer(Stylizer):
-    """A model exported by ``nststyle.export``: ``<name>.onnx`` run with onnxruntime, or ``<name>.ts``
-    (TorchScript) run with torch alone. The variational model is one graph (content, style) -> image; the
+    """A model exported by ``nststyle.export``: ``<name>.onnx`` run with onnxruntime, ``<name>.ts``
+    (TorchScript) or ``<name>.pt2`` (AOTInductor) run with torch alone. The variational model is one graph (content, style) -> image; the
     inverse network is ``<name>_encoder`` + ``<name>_decoder`` with the style swap run in PyTorch between."""
 
     def __init__(self, path: str | Path, multiple: int = 8, patch_size: int = 3, stride: int = 1,
@@ -503,7 +505,8 @@ class ExportedStylizer(Stylizer):
         super().__init__(torch.device("cpu"))
         path = Path(path)
         self.kind = path.suffix[1:]
-        load = self._onnx_runner() if path.suffix == ".onnx" else _torchscript_runner
+        load = {".onnx": self._onnx_runner, ".ts": lambda: _torchscript_runner,
+                ".pt2": lambda: _aoti_runner}[path.suffix]()
         self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
         self.swap_mode = check_swap_mode(swap_mode)
         if path.stem.endswith("_encoder"):
@@ -542,6 +545,18 @@ class ExportedStylizer(Stylizer):
         swapped = style_swap(self.encoder(image=content), self.encoder(image=style), self.patch_size, self.stride,
                              mode=self.swap_mode)
         return self.decoder(features=swapped)
+
+
+def _aoti_runner(file: Path):
+    with zipfile.ZipFile(file) as archive:  # the card, an extra file of the package (nststyle.export.export_aoti)
+        cards = [name for name in archive.namelist() if name.endswith(f"/extra/{METADATA_KEY}")]
+        metadata = json.loads(archive.read(cards[0])) if cards else {}
+    module = torch._inductor.aoti_load_package(str(file))
+
+    @torch.no_grad()
+    def run(**inputs):
+        return module(*inputs.values())
+    return run, metadata
 
 
 def _torchscript_runner(file: Path):

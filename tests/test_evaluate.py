@@ -10,10 +10,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, holdout_pairs, parse_system, tsv_pairs
+from nststyle.export import export_torchscript
 from nststyle.features import STYLE_LAYERS, VGGEncoder
 from nststyle.metrics import METRIC_CONTENT_LAYER, StyleMetrics, structure_distance
 from nststyle.splits import near_duplicate_groups, read_holdout, split_files
-from nststyle.stylize import StylizeError
+from nststyle.stylize import StylizeError, load_stylizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,6 +201,16 @@ def test_a_system_that_cannot_load_fails_before_any_other_runs(folders, tmp_path
         evaluate(["color_transfer", f"late={tmp_path / 'not_yet_written.ckpt'}"], pairs, tmp_path / "out", size=48,
                  vgg_weights="random", progress=False)
     assert not (tmp_path / "out").exists()  # nothing ran: no half-finished table to mistake for a result
+
+
+def test_exported_and_checkpoint_systems_side_by_side_at_bf16(folders, tiny_checkpoint, tmp_path):
+    """precision=bf16 is the checkpoints' choice; an exported model beside them runs as exported."""
+    exported = export_torchscript(load_stylizer(tiny_checkpoint, "cpu"), tmp_path, "tiny")[0]
+    pairs = folder_pairs(folders / "photos" / "chelsea.png", folders / "paintings")
+    summary = evaluate([f"exported={exported}", f"ckpt={tiny_checkpoint}"], pairs, tmp_path / "out", size=48,
+                       vgg_weights="random", progress=False, precision="bf16")
+    assert [(row["system"], row["pairs"]) for row in summary] == [("exported", 2), ("ckpt", 2)]
+    assert summary[0]["style"] == pytest.approx(summary[1]["style"], rel=0.1)  # the same model, in bf16 or not
 
 
 def test_infer_mode_evaluate_end_to_end(folders, tmp_path):

@@ -1,5 +1,5 @@
-"""Export (infer.py mode=export): ONNX graphs that onnxruntime runs, and TorchScript files that torch alone
-runs, at any image size, like the PyTorch model."""
+"""Export (infer.py mode=export): ONNX graphs that onnxruntime runs, and TorchScript files and AOTInductor
+packages that torch alone runs, at any image size, like the PyTorch model."""
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +15,14 @@ from nststyle.models.variational import AdaIN, VariationalStyleNet
 from nststyle.stylize import ExportedStylizer, StylizeError, load_stylizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "aoti": ".pt2"}
+# the graphs as they are, so that the exported files match float32 PyTorch (bf16: test_aoti_bf16_...)
+OPTIONS = {"aoti": {"precision": "fp32"}}
 
 
-@pytest.fixture(params=["onnx", "torchscript"])
+# AOTInductor compiles C++ for a minute per graph: its float32 runs of these three tests are slow-marked; the
+# default run keeps test_aoti_bf16_package_matches_pytorch_bf16
+@pytest.fixture(params=["onnx", "torchscript", pytest.param("aoti", marks=pytest.mark.slow)])
 def export_format(request):
     if request.param == "onnx":
         pytest.importorskip("onnxscript")
@@ -28,7 +32,7 @@ def export_format(request):
 
 def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path, export_format):
     stylizer = load_stylizer(tiny_checkpoint, "cpu")
-    files = EXPORTERS[export_format](stylizer, tmp_path, "tiny")
+    files = EXPORTERS[export_format](stylizer, tmp_path, "tiny", **OPTIONS.get(export_format, {}))
     suffix = SUFFIX[export_format]
     assert [f.name for f in files] == [f"tiny{suffix}", f"tiny_decode{suffix}"]
     exported = load_stylizer(files[0])
@@ -43,14 +47,29 @@ def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path,
         import onnxruntime
         decode = onnxruntime.InferenceSession(str(files[1]))
         output = torch.from_numpy(decode.run(None, {"content": content.numpy(), "code": code.numpy()})[0])
+    elif export_format == "aoti":
+        output = torch._inductor.aoti_load_package(str(files[1]))(content, code)
     else:
         output = torch.jit.load(str(files[1]))(content, code)
     torch.testing.assert_close(output, stylizer.decode(content, code), atol=1e-3, rtol=0)
 
 
+def test_aoti_bf16_package_matches_pytorch_bf16(tiny_checkpoint, tmp_path):
+    stylizer = load_stylizer(tiny_checkpoint, "cpu", precision="bf16", colour_match=0.4)
+    files = EXPORTERS["aoti"](stylizer, tmp_path, "tiny", precision="bf16")
+    exported = load_stylizer(files[0])
+    assert isinstance(exported, ExportedStylizer)
+    torch.manual_seed(3)
+    content, style = torch.rand(1, 3, 56, 80), torch.rand(1, 3, 48, 64)  # not the traced sizes
+    output, reference = exported.stylize(content, style), stylizer.stylize(content, style)
+    assert output.dtype == torch.float32 and output.shape == reference.shape
+    assert (output - reference).abs().mean() < 5e-3  # both in bfloat16 (8 bits of mantissa), kernels differ
+    assert exported.colour_match == 0.4  # the card travels in the package
+
+
 def test_inverse_network_two_stage_pipeline_matches_pytorch(inverse_checkpoint, tmp_path, export_format):
     stylizer = load_stylizer(inverse_checkpoint, "cpu")
-    files = EXPORTERS[export_format](stylizer, tmp_path, "inv")
+    files = EXPORTERS[export_format](stylizer, tmp_path, "inv", **OPTIONS.get(export_format, {}))
     suffix = SUFFIX[export_format]
     assert [f.name for f in files] == [f"inv_encoder{suffix}", f"inv_decoder{suffix}"]
     exported = load_stylizer(files[0])
@@ -142,3 +161,9 @@ def test_int8_options_fail_in_one_line(tiny_checkpoint, inverse_checkpoint, tmp_
                              "export_format=torchscript", f"export_dir={tmp_path}"], cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 1 and result.stderr.strip() == "error: quantize=int8 applies to export_format=onnx"
+    with pytest.raises(StylizeError, match="unknown precision 'fp16'"):
+        EXPORTERS["aoti"](load_stylizer(tiny_checkpoint, "cpu"), tmp_path, "tiny", precision="fp16")
+    result = subprocess.run([sys.executable, "infer.py", "mode=export", f"ckpt={tiny_checkpoint}", "precision=bf16",
+                             f"export_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and "applies to export_format=aoti" in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -11,6 +11,8 @@ Contenders per size (longer side of the photo; the painting at the same size):
 - ``pytorch``: the same model in PyTorch (inference mode, float32);
 - ``pytorch_bf16``: the same with ``precision="bf16"`` (bfloat16 autocast; pays on CPUs with AVX512-BF16);
 - with ``--compile``, ``bf16_compiled``: that with ``compile=True`` (torch.compile; compiled at the warm-up);
+- with ``--aoti``, ``aoti``: the model exported by ``infer.py mode=export export_format=aoti`` (an AOTInductor
+  package, bf16 where the CPU runs it natively), run with torch alone;
 - with ``--also CKPT ...``, ``<file stem>_int8`` for each: another checkpoint or shipped file exported the same
   way (int8), in the same alternation (e.g. a candidate against the shipped model).
 Our model reads the painting at its ``style_size`` (as ``infer.py`` does), the Magenta model at 256 x 256.
@@ -29,7 +31,7 @@ import torch
 from skimage import data as skdata
 from torchvision.transforms.functional import to_pil_image
 
-from nststyle.export import export_onnx
+from nststyle.export import export_aoti, export_onnx
 from nststyle.images import resize_max
 from nststyle.sample_set import style_images
 from nststyle.stylize import load_stylizer
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="variational")
     parser.add_argument("--compile", action="store_true", help="add the bf16 model under torch.compile")
+    parser.add_argument("--aoti", action="store_true", help="add the AOTInductor export (export_format=aoti)")
     parser.add_argument("--also", nargs="+", default=[], metavar="CKPT", help="more models, exported to int8 ONNX")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -55,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         files = export_onnx(model, folder, "model", quantize="int8")
         exported, exported_int8 = load_stylizer(files[0]), load_stylizer(files[-1])
-        others = {}
+        others = {"aoti": load_stylizer(export_aoti(model, folder, "model")[0])} if args.aoti else {}
         for index, path in enumerate(args.also):
             other = export_onnx(load_stylizer(path, "cpu"), folder, f"other{index}", quantize="int8")[-1]
             others[f"{Path(path).stem}_int8"] = load_stylizer(other)
