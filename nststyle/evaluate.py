@@ -31,7 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm import tqdm
 
 from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
-from .metrics import METRICS, StyleMetrics
+from .metrics import METRICS, STYLE_BY_LAYER, StyleMetrics
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
 from .stylize import EXPORTED_SUFFIXES, load_stylizer
@@ -236,7 +236,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
         mine = [row for row in rows if row["system"] == label]
         if mine:
             summary.append({"system": label, "pairs": len(mine),
-                            **{name: statistics.fmean(row[name] for row in mine) for name in METRICS},
+                            **{name: statistics.fmean(row[name] for row in mine) for name in METRICS + STYLE_BY_LAYER},
                             "seconds": statistics.median(row["seconds"] for row in mine),
                             "failed": len(failures)})
             save_sheet(pairs, outputs, contents, styles, out_dir / f"{label}_sheet.jpg", sheet_size, sheet_inputs)
@@ -281,4 +281,9 @@ def summary_table(summary: list[dict], size: int, pairs: int) -> str:
         failed = f" ({row['failed']} failed)" if row["failed"] else ""
         lines.append(f"| {row['system']} | {row['pairs']}{failed} | {row['content']:.3f} | {row['style']:.3f} | "
                      f"{row['gram']:.3f} | {row['w2']:.3f} | {row['structure']:.3f} | {row['seconds']:.3f} |")
+    layers = [name.removeprefix("style_") for name in STYLE_BY_LAYER]
+    lines += ["", "Style per layer (the style figure is their mean):", "",
+              "| system | " + " | ".join(layers) + " |", "|---" * (len(layers) + 1) + "|"]
+    lines += [f"| {row['system']} | " + " | ".join(f"{row[name]:.3f}" for name in STYLE_BY_LAYER) + " |"
+              for row in summary]
     return "\n".join(lines) + "\n"

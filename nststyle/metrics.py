@@ -31,6 +31,8 @@ from .swap import mean_std
 
 METRIC_CONTENT_LAYER = "relu4_1"
 METRICS = ("content", "style", "gram", "w2", "structure")
+# the style figure per layer, as well (where a system's gap lives: strokes at relu3_1, palette at relu1_1)
+STYLE_BY_LAYER = tuple(f"style_{name}" for name in STYLE_LAYERS)
 
 
 def relative_gap(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -71,7 +73,8 @@ def _mean_std_vector(features: torch.Tensor) -> torch.Tensor:
 
 
 class StyleMetrics(nn.Module):
-    """``metrics(output, photo, painting) -> {"content", "style", "gram", "w2", "structure"}`` (floats).
+    """``metrics(output, photo, painting) -> {"content", "style", "gram", "w2", "structure", "style_relu1_1", ...,
+    "style_relu5_1"}`` (floats; ``style`` is the mean of the last five).
 
     ``output`` and ``photo`` are ``1x3xHxW`` in [0, 1] (``output`` is resized to the photo's size when
     it differs); ``painting`` may have any size. ``photo`` and ``painting`` may also be what
@@ -123,4 +126,5 @@ class StyleMetrics(nn.Module):
         figures.update({name: float(torch.stack(values).mean()) for name, values in per_layer.items()})
         edges = edge_map(output.to(self.device).clamp(0, 1).float())
         figures["structure"] = float(_edge_gap(edges, photo["edges"]).mean())
+        figures.update({f"style_{name}": float(gap.mean()) for name, gap in zip(STYLE_LAYERS, per_layer["style"])})
         return figures

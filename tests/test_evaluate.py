@@ -47,6 +47,7 @@ def reference(output, photo, painting, encoder):
         w2 = ((mx - ms) ** 2).sum() + cx.trace() + cs.trace() - 2 * sqrtm(root @ cx @ root).trace()
         gaps["w2"].append(w2 / ((ms ** 2).sum() + cs.trace()))
     figures.update({name: float(torch.stack(values).mean()) for name, values in gaps.items()})
+    figures.update({f"style_{name}": float(gap) for name, gap in zip(STYLE_LAYERS, gaps["style"])})
     return figures
 
 
@@ -56,7 +57,7 @@ def test_metrics_match_plain_formulas(metrics):
     output = (0.6 * photo + 0.4 * torch.rand(1, 3, 48, 64)).clamp(0, 1)
     got = metrics(output, photo, painting)
     expected = reference(output, photo, painting, metrics.encoder)
-    for name in ("content", "style", "gram"):
+    for name in ("content", "style", "gram") + tuple(f"style_{layer}" for layer in STYLE_LAYERS):
         assert got[name] == pytest.approx(expected[name], rel=1e-4), name
     assert got["w2"] == pytest.approx(expected["w2"], rel=1e-3, abs=1e-6)
 
@@ -170,7 +171,11 @@ def test_evaluate_writes_table_sheet_and_images(folders, tmp_path):
     assert len(rows) == 8 and {row["pair"] for row in rows} == {p.name for p in pairs}
     assert (tmp_path / "out" / "photo_sheet.jpg").is_file()
     assert len(list((tmp_path / "out" / "color_transfer").glob("*.png"))) == 4
-    assert "| color_transfer | 4 |" in (tmp_path / "out" / "summary.md").read_text()
+    table = (tmp_path / "out" / "summary.md").read_text()
+    assert "| color_transfer | 4 |" in table
+    layers = [transfer[f"style_{name}"] for name in STYLE_LAYERS]  # where the gap lives, layer by layer
+    assert transfer["style"] == pytest.approx(sum(layers) / len(layers))
+    assert f"| color_transfer | {' | '.join(f'{gap:.3f}' for gap in layers)} |" in table
 
     # another system's outputs, named by pair, score exactly as they did when written; a missing one is reported
     (tmp_path / "out" / "color_transfer" / f"{pairs[0].name}.png").unlink()
