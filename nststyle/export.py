@@ -44,7 +44,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from .images import resize_max
 from .sample_set import content_images, style_images
 from .stylize import (COLOUR_CARD, METADATA_KEY, PRECISIONS, InverseStylizer, Stylizer, StylizeError,
-                      VariationalStylizer)
+                      VariationalStylizer, quiet_cpp_extension)
 from .swap import bf16_is_fast
 
 QUANTIZATIONS = ("int8",)
@@ -272,6 +272,7 @@ def export_aoti(stylizer: Stylizer, out_dir: str | Path, name: str, precision: s
     on the machine, or the kind of machine, that runs the package. A minute or two per graph on one thread."""
     if precision not in PRECISIONS:
         raise StylizeError(f"unknown precision {precision!r}: {' or '.join(PRECISIONS)}")
+    quiet_cpp_extension()
     bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(torch.device("cpu")))
     metadata = json.dumps(_metadata(stylizer) | {"precision": "bf16" if bf16 else "fp32"})
     files = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import math
 import time
 import warnings
@@ -547,7 +548,14 @@ class ExportedStylizer(Stylizer):
         return self.decoder(features=swapped)
 
 
+def quiet_cpp_extension() -> None:
+    """Silence ``torch.utils.cpp_extension``'s "No CUDA runtime is found" warning, which AOTInductor's import of it
+    prints on every CPU machine with a CUDA_HOME; nothing of AOTInductor's CPU path uses CUDA."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 def _aoti_runner(file: Path):
+    quiet_cpp_extension()
     with zipfile.ZipFile(file) as archive:  # the card, an extra file of the package (nststyle.export.export_aoti)
         cards = [name for name in archive.namelist() if name.endswith(f"/extra/{METADATA_KEY}")]
         metadata = json.loads(archive.read(cards[0])) if cards else {}
