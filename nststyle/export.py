@@ -12,8 +12,9 @@ count depends on the style image. ``nststyle.stylize.ExportedStylizer`` runs eit
 ``infer.py ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
 (onnxscript, onnxruntime). ``export_format=torchscript`` writes the same graphs as ``.ts`` files
 (``torch.jit.trace``), which need torch alone; ``export_format=aoti`` as ``.pt2`` packages compiled ahead of time
-for this machine's CPU (``export_aoti``: the fastest, bfloat16 where the CPU runs it natively). Each file records the model's ``style_size`` and
-``colour_shift``/``colour_match`` (ONNX metadata, a TorchScript extra file), so the exported model reads paintings at the
+for this machine's CPU (``export_aoti``: the fastest, bfloat16 where the CPU runs it natively). Each file records
+the model's ``style_size`` and ``colour_shift``/``colour_match`` (ONNX metadata, an extra file of the TorchScript
+file or the package), so the exported model reads paintings at the
 scale the checkpoint does and ``ExportedStylizer`` shifts the result's colours as it does.
 
 ``quantize="int8"`` (``infer.py mode=export quantize=int8``, variational model, ONNX) also writes

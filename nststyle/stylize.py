@@ -498,16 +498,17 @@ class InverseStylizer(Stylizer):
 
 class ExportedStylizer(Stylizer):
     """A model exported by ``nststyle.export``: ``<name>.onnx`` run with onnxruntime, ``<name>.ts``
-    (TorchScript) or ``<name>.pt2`` (AOTInductor) run with torch alone. The variational model is one graph (content, style) -> image; the
-    inverse network is ``<name>_encoder`` + ``<name>_decoder`` with the style swap run in PyTorch between."""
+    (TorchScript) or ``<name>.pt2`` (AOTInductor) run with torch alone. The variational model is one graph
+    (content, style) -> image; the inverse network is ``<name>_encoder`` + ``<name>_decoder`` with the style swap
+    run in PyTorch between."""
 
     def __init__(self, path: str | Path, multiple: int = 8, patch_size: int = 3, stride: int = 1,
                  swap_mode: str | None = None):
         super().__init__(torch.device("cpu"))
         path = Path(path)
         self.kind = path.suffix[1:]
-        load = {".onnx": self._onnx_runner, ".ts": lambda: _torchscript_runner,
-                ".pt2": lambda: _aoti_runner}[path.suffix]()
+        torch_runners = {".ts": _torchscript_runner, ".pt2": _aoti_runner}
+        load = self._onnx_runner() if path.suffix == ".onnx" else torch_runners[path.suffix]
         self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
         self.swap_mode = check_swap_mode(swap_mode)
         if path.stem.endswith("_encoder"):

@@ -12,7 +12,7 @@ from skimage import data as skdata
 from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, holdout_pairs, parse_system, tsv_pairs
 from nststyle.export import export_torchscript
 from nststyle.features import STYLE_LAYERS, VGGEncoder
-from nststyle.metrics import METRIC_CONTENT_LAYER, StyleMetrics, structure_distance
+from nststyle.metrics import METRIC_CONTENT_LAYER, STYLE_BY_LAYER, StyleMetrics, structure_distance
 from nststyle.splits import near_duplicate_groups, read_holdout, split_files
 from nststyle.stylize import StylizeError, load_stylizer
 
@@ -57,7 +57,7 @@ def test_metrics_match_plain_formulas(metrics):
     output = (0.6 * photo + 0.4 * torch.rand(1, 3, 48, 64)).clamp(0, 1)
     got = metrics(output, photo, painting)
     expected = reference(output, photo, painting, metrics.encoder)
-    for name in ("content", "style", "gram") + tuple(f"style_{layer}" for layer in STYLE_LAYERS):
+    for name in ("content", "style", "gram") + STYLE_BY_LAYER:
         assert got[name] == pytest.approx(expected[name], rel=1e-4), name
     assert got["w2"] == pytest.approx(expected["w2"], rel=1e-3, abs=1e-6)
 
