@@ -90,10 +90,13 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     source_net, run_net = {**defaults, **info["net"]}, {**defaults, **model.hparams.net}
     differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
     # what a variational run may change and still start from the source: a deeper bottleneck (its extra blocks
-    # start as the identity), the padding (the same parameters) and the kernels of KERNEL_WEIGHTS (resized, models.layers)
-    adaptable = ({"bottleneck_blocks", "padding", *KERNEL_WEIGHTS} if info.get("kind") == "variational" else set())
+    # start as the identity), the padding (the same parameters), the kernels of KERNEL_WEIGHTS (resized, models.layers)
+    # and the decoder's normalisation (an actnorm's statistics are set from the first batch)
+    adaptable = ({"bottleneck_blocks", "padding", "decoder_norm", "fuse_norm", *KERNEL_WEIGHTS}
+                 if info.get("kind") == "variational" else set())
     fixed = [key for key in differing if key not in adaptable
-             or (key == "bottleneck_blocks" and run_net[key] < source_net[key])]
+             or (key == "bottleneck_blocks" and run_net[key] < source_net[key])
+             or (key in ("decoder_norm", "fuse_norm") and run_net[key] != "actnorm")]
     if fixed:
         raise ConfigError(f"init_from={source}: the network differs in {', '.join(fixed)} "
                           f"(set model.net.<key> as in the source, e.g. {fixed[0]}={source_net[fixed[0]]})")
@@ -104,6 +107,9 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
         new_blocks = tuple(f"decoder.bottleneck.{index}." for index in range(source_net["bottleneck_blocks"],
                                                                              run_net["bottleneck_blocks"]))
         state.update({f"net.{key}": value for key, value in model.net.state_dict().items() if key.startswith(new_blocks)})
+    if {"decoder_norm", "fuse_norm"} & set(differing):  # the actnorms the source lacks keep the run's (unset) values
+        state.update({f"net.{key}": value for key, value in model.net.state_dict().items()
+                      if f"net.{key}" not in state and key.endswith((".centre", ".log_scale", ".initialised"))})
     for option in set(differing) & set(KERNEL_WEIGHTS):
         key = KERNEL_WEIGHTS[option](source_net)
         if key in state:  # (a net without skips has no fuse convs)

@@ -54,6 +54,29 @@ def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path,
     torch.testing.assert_close(output, stylizer.decode(content, code), atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
+def test_actnorm_decoder_exports_like_pytorch(tmp_path, export_format):
+    """An ``actnorm`` decoder's statistics are constants of the graph (one multiply-add per AdaIN)."""
+    if export_format == "onnx":
+        pytest.importorskip("onnxscript")
+        pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    config = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
+                  mapping_hidden=16, decoder_norm="actnorm")
+    net = VariationalStyleNet(**config)
+    for module in net.modules():
+        if isinstance(module, AdaIN):
+            torch.nn.init.normal_(module.to_stats.weight, std=0.5)
+    net(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))  # sets the statistics
+    path = tmp_path / "actnorm.ckpt"
+    torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
+                "nststyle": {"kind": "variational", "net": config, "vgg_weights": "random"}}, path)
+    stylizer = load_stylizer(path, "cpu")
+    exported = load_stylizer(EXPORTERS[export_format](stylizer, tmp_path, "actnorm")[0])
+    content, style = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 40, 40)
+    torch.testing.assert_close(exported.stylize(content, style), stylizer.stylize(content, style), atol=1e-3, rtol=0)
+
+
 def test_aoti_bf16_package_matches_pytorch_bf16(tiny_checkpoint, tmp_path):
     stylizer = load_stylizer(tiny_checkpoint, "cpu", precision="bf16", colour_match=0.4)
     files = EXPORTERS["aoti"](stylizer, tmp_path, "tiny", precision="bf16")

@@ -62,12 +62,13 @@ NET = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_block
            mapping_hidden=8, style_encoder="vgg", style_vgg_weights="random")
 
 
-def training_checkpoint(path: Path) -> Path:
+def training_checkpoint(path: Path, **net_overrides) -> Path:
     torch.manual_seed(0)
-    net = VariationalStyleNet(**NET)
+    net_config = {**NET, **net_overrides}
+    net = VariationalStyleNet(**net_config)
     state = {f"net.{key}": value for key, value in net.state_dict().items()}
     state["vgg.features.0.weight"] = torch.zeros(1)  # the loss network: never shipped
-    torch.save({"state_dict": state, "nststyle": {"kind": "variational", "net": NET, "vgg_weights": "random"},
+    torch.save({"state_dict": state, "nststyle": {"kind": "variational", "net": net_config, "vgg_weights": "random"},
                 "optimizer_states": [{"state": {0: torch.zeros(1000)}}], "global_step": 7}, path)
     return path
 
@@ -153,6 +154,26 @@ def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(t
         warm_start(variational_module(bottleneck_blocks=0), str(shipped))
     with pytest.raises(ConfigError, match="width"):
         warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
+
+
+def test_warm_start_to_an_actnorm_decoder_keeps_every_weight_and_sets_the_statistics_on_the_first_batch(tmp_path):
+    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
+    source = load_stylizer(shipped, "cpu")
+    model = variational_module(decoder_norm="actnorm")
+    warm_start(model, str(shipped))
+    source_state = source.net.state_dict()
+    for key, value in model.net.state_dict().items():
+        if key.endswith((".centre", ".log_scale", ".initialised")):
+            assert key not in source_state and not value.any()
+        elif not key.startswith("style_encoder.vgg."):  # (random, not shipped)
+            torch.testing.assert_close(value, source_state[key].to(value.dtype))
+    model.net.style_encoder.vgg.load_state_dict(source.net.style_encoder.vgg.state_dict())
+    model.net.train()
+    photo, painting = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    output = model.net(photo, painting)[0]
+    assert torch.isfinite(output).all() and model.net.decoder.ups[0].norm_fuse.initialised
+    with pytest.raises(ConfigError, match="decoder_norm"):  # the other way round, the statistics would be lost
+        warm_start(variational_module(), str(training_checkpoint(tmp_path / "a.ckpt", decoder_norm="actnorm")))
 
 
 def test_warm_start_to_zero_padding_and_smaller_kernels_keeps_the_parameters_and_flat_answers(tmp_path):

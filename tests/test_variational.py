@@ -124,6 +124,59 @@ def test_adain_with_a_zero_map_is_instance_norm_and_the_initial_map_responds_to_
     torch.testing.assert_close(layer(x, w), torch.nn.functional.instance_norm(x))
 
 
+def test_actnorm_adain_starts_normalised_on_the_first_batch_and_then_keeps_its_statistics_fixed():
+    """ActNorm (Glow): the first training batch sets per-channel statistics so that it comes out zero-mean, unit-
+    variance (a zero map: no style); after that every image goes through the same affine, so a faint image stays
+    faint (instance norm stretches it to unit contrast) and a flat one flat."""
+    layer = AdaIN(4, 3, normalisation="actnorm")
+    torch.nn.init.zeros_(layer.to_stats.weight)
+    batch, w = torch.randn(3, 4, 8, 8) * torch.tensor([1.0, 2, 3, 4]).view(1, 4, 1, 1) + 5, torch.randn(3, 3)
+    out = layer(batch, w)
+    torch.testing.assert_close(out.mean((0, 2, 3)), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.var((0, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+    centre = layer.centre.detach().clone()
+    layer(batch * 2, w)  # set once: a second batch changes nothing
+    assert torch.equal(layer.centre, centre)
+    faint, flat = 5 + 0.01 * torch.randn(1, 4, 8, 8), torch.full((1, 4, 8, 8), 3.0)
+    layer.eval()
+    assert layer(faint, w[:1]).std((2, 3)).max() < 0.05
+    assert torch.nn.functional.instance_norm(faint).std((2, 3)).min() > 0.9
+    assert layer(flat, w[:1]).std((2, 3)).max() < 1e-5
+    layer.train()
+    layer(batch, w).square().mean().backward()  # its statistics train on
+    assert layer.centre.grad.abs().sum() > 0 and layer.log_scale.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="normalisation"):
+        AdaIN(4, 3, normalisation="batch")
+
+
+class Stylise(torch.nn.Module):
+    """``net``'s image alone, for tracing."""
+
+    def __init__(self, net: VariationalStyleNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.net(content, style)[0]
+
+
+@pytest.mark.parametrize("decoder_norm, fuse_norm, actnorms", [("actnorm", None, 2 + 2 * 2), ("instance", "actnorm", 2)])
+def test_decoder_norm_chooses_the_adain_normalisation_of_the_decoder_and_of_its_fusions(decoder_norm, fuse_norm,
+                                                                                           actnorms):
+    net = VariationalStyleNet(**{**TINY, "decoder_norm": decoder_norm, "fuse_norm": fuse_norm})
+    layers = [module for module in net.decoder.modules() if isinstance(module, AdaIN)]
+    assert sum(layer.normalisation == "actnorm" for layer in layers) == actnorms
+    assert all(up.norm_fuse.normalisation == (fuse_norm or decoder_norm) for up in net.decoder.ups)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    net(content, style)[0].mean().backward()
+    assert all(bool(layer.initialised) for layer in layers if layer.normalisation == "actnorm")
+    net.eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(Stylise(net), (content, style), check_trace=False)
+        content, style = torch.rand(1, 3, 48, 40), torch.rand(1, 3, 40, 40)
+        torch.testing.assert_close(traced(content, style), net(content, style)[0])
+
+
 def test_adain_res_block_and_up_blocks():
     w = torch.randn(2, 6)
     block = AdaINResBlock(8, 6)
@@ -202,17 +255,8 @@ def test_decode_broadcasts_one_code_over_a_batch():
 def test_eval_model_traces_to_one_graph():
     """No data-dependent Python control flow: a traced graph matches eager at another image size."""
     net = VariationalStyleNet(**TINY).eval()
-
-    class Stylize(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, content, style):
-            return self.net(content, style)[0]
-
     with torch.no_grad(), pytest.warns(FutureWarning):
-        traced = torch.jit.trace(Stylize(), (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)))
+        traced = torch.jit.trace(Stylise(net), (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)))
         content, style = torch.rand(2, 3, 48, 64), torch.rand(2, 3, 40, 40)
         torch.testing.assert_close(traced(content, style), net(content, style)[0])
 

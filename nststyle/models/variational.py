@@ -190,20 +190,56 @@ def contiguous_gradient(x: torch.Tensor) -> torch.Tensor:
     return _ContiguousGradient.apply(x)
 
 
-class AdaIN(nn.Module):
-    """Instance-normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
+NORMALISATIONS = ("instance", "actnorm")
 
-    The std is parameterised as 1 + a, around plain IN. The map keeps PyTorch's random init (only the
+
+class AdaIN(nn.Module):
+    """Normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
+
+    ``normalisation``: ``"instance"``, AdaIN's statistics of each image; ``"actnorm"``, per-channel statistics fixed
+    for all images (learned, set from the first training batch as Glow's ActNorm does), so a flat region of the
+    photo stays flat where instance norm stretches its faint variations to the painting's contrast (the StyleGAN2
+    paper traces its droplet artefacts to that; docs/variational.md, session 18).
+
+    The std is parameterised as 1 + a, around plain normalisation. The map keeps PyTorch's random init (only the
     bias starts at zero): with a zero map the code has no effect at first, the style encoder gets no
     gradient through it, and training sits at that saddle learning one average style (seen on the CPU)."""
 
-    def __init__(self, channels: int, w_dim: int):
+    def __init__(self, channels: int, w_dim: int, normalisation: str = "instance"):
         super().__init__()
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {normalisation!r} ({', '.join(NORMALISATIONS)})")
+        self.normalisation = normalisation
         self.to_stats = nn.Linear(w_dim, 2 * channels)
         nn.init.zeros_(self.to_stats.bias)
+        if normalisation == "actnorm":
+            self.centre = nn.Parameter(torch.zeros(channels))
+            self.log_scale = nn.Parameter(torch.zeros(channels))
+            self.register_buffer("initialised", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialise(self, x: torch.Tensor) -> None:
+        """Centre and scale from the batch ``x`` (averaged over the processes of a distributed run)."""
+        x = x.detach().float()
+        moments = torch.stack([x.mean((0, 2, 3)), (x * x).mean((0, 2, 3))])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+            moments /= torch.distributed.get_world_size()
+        mean, square = moments
+        self.centre.copy_(mean)
+        self.log_scale.copy_(-0.5 * (square - mean * mean).clamp_min(1e-6).log())
+        self.initialised.fill_(True)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         scale, shift = self.to_stats(w).chunk(2, dim=1)
+        if self.normalisation == "actnorm":
+            if self.training and not self.initialised:
+                self.initialise(x)
+            gain = self.log_scale.exp()
+            # one multiply-add per element: (x - centre) * gain * (1 + scale) + shift
+            weight = gain * (1 + scale)
+            bias = shift - self.centre * weight
+            return x * weight[:, :, None, None].to(x.dtype) + bias[:, :, None, None].to(x.dtype)
         # the affine of every (sample, channel) inside instance norm: one pass over x, one op in an ONNX graph
         batch, channels = x.shape[:2]
         normalised = F.instance_norm(x.reshape(1, batch * channels, *x.shape[2:]), weight=(1 + scale).reshape(-1),
@@ -214,10 +250,10 @@ class AdaIN(nn.Module):
 class AdaINResBlock(nn.Module):
     """Bottleneck block of the decoder: (AdaIN -> ReLU -> conv) twice, plus the identity."""
 
-    def __init__(self, channels: int, w_dim: int, padding: str = "reflect"):
+    def __init__(self, channels: int, w_dim: int, padding: str = "reflect", norm: str = "instance"):
         super().__init__()
-        self.norm1, self.conv1 = AdaIN(channels, w_dim), padded_conv(channels, channels, padding=padding)
-        self.norm2, self.conv2 = AdaIN(channels, w_dim), padded_conv(channels, channels, padding=padding)
+        self.norm1, self.conv1 = AdaIN(channels, w_dim, norm), padded_conv(channels, channels, padding=padding)
+        self.norm2, self.conv2 = AdaIN(channels, w_dim, norm), padded_conv(channels, channels, padding=padding)
 
     def start_as_identity(self) -> None:
         """Zero the last conv: the block passes ``x`` through (how a trained decoder grows deeper unchanged)."""
@@ -231,16 +267,17 @@ class AdaINResBlock(nn.Module):
 
 class UpBlock(nn.Module):
     """AdaIN -> nearest x2 -> conv (the upsampling convolution); then, with a skip, concatenate the
-    content encoder's map of that size and fuse with AdaIN -> a ``fuse_kernel`` conv. Every conv sees styled input."""
+    content encoder's map of that size and fuse with AdaIN -> a ``fuse_kernel`` conv. Every conv sees styled input.
+    ``norm`` / ``fuse_norm``: the ``AdaIN`` normalisation before the upsampling conv / before the fuse conv."""
 
     def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int, padding: str = "reflect",
-                 fuse_kernel: int = 3):
+                 fuse_kernel: int = 3, norm: str = "instance", fuse_norm: str = "instance"):
         super().__init__()
-        self.norm_up = AdaIN(in_channels, w_dim)
+        self.norm_up = AdaIN(in_channels, w_dim, norm)
         self.conv_up = padded_conv(in_channels, out_channels, padding=padding)
         self.fuse = skip_channels > 0
         if self.fuse:
-            self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim)
+            self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim, fuse_norm)
             self.conv_fuse = padded_conv(out_channels + skip_channels, out_channels, fuse_kernel, padding=padding)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -273,19 +310,21 @@ class Decoder(nn.Module):
     """Bottleneck AdaIN residual blocks at the code's resolution, then one ``UpBlock`` per level (with
     the matching content skip when ``skips``), then a ``rgb_kernel`` conv to RGB and a sigmoid (output in [0, 1]).
     ``full_res_fuse_kernel``: the kernel of the last, full-resolution fuse conv (1: a tenth of its multiply-adds, where
-    the decoder spends most of its time; the conv before it keeps a 3x3 view)."""
+    the decoder spends most of its time; the conv before it keeps a 3x3 view). ``norm``: every ``AdaIN``'s
+    normalisation, ``fuse_norm`` (None: ``norm``) that of the fusions with the skips."""
 
     def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
                  mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7,
-                 full_res_fuse_kernel: int = 3):
+                 full_res_fuse_kernel: int = 3, norm: str = "instance", fuse_norm: str | None = None):
         super().__init__()
         self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
         w_dim = self.mapping.out_dim
-        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding) for _ in range(bottleneck_blocks))
+        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding, norm)
+                                        for _ in range(bottleneck_blocks))
         # Up blocks go coarse -> fine: from level l+1 to level l, taking skip l.
         self.ups = nn.ModuleList(
             UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding,
-                    full_res_fuse_kernel if level == 0 else 3)
+                    full_res_fuse_kernel if level == 0 else 3, norm, fuse_norm or norm)
             for level in reversed(range(len(widths) - 1)))
         self.to_rgb = padded_conv(widths[0], 3, rgb_kernel, 1, padding)
 
@@ -318,7 +357,8 @@ class VariationalStyleNet(nn.Module):
                  content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
                  logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe",
-                 padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3):
+                 padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3,
+                 decoder_norm: str = "instance", fuse_norm: str | None = None):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
@@ -332,7 +372,8 @@ class VariationalStyleNet(nn.Module):
         else:
             raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
-                               mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel)
+                               mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel,
+                               decoder_norm, fuse_norm)
 
     def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
