@@ -75,6 +75,9 @@ KERNEL_WEIGHTS = {
     "full_res_fuse_kernel": lambda net: f"net.decoder.ups.{net['downsamplings'] - 1}.conv_fuse.weight",
 }
 
+# the variational decoder's normalisation options: a run may turn instance norm into actnorm
+NORMS = ("decoder_norm", "up_norm", "fuse_norm")
+
 
 def warm_start(model: pl.LightningModule, source: str) -> None:
     """Start ``model.net`` from the weights of a shipped model or a checkpoint (``init_from=``); the
@@ -92,11 +95,11 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     # what a variational run may change and still start from the source: a deeper bottleneck (its extra blocks
     # start as the identity), the padding (the same parameters), the kernels of KERNEL_WEIGHTS (resized, models.layers)
     # and the decoder's normalisation (an actnorm's statistics are set from the first batch)
-    adaptable = ({"bottleneck_blocks", "padding", "decoder_norm", "fuse_norm", *KERNEL_WEIGHTS}
+    adaptable = ({"bottleneck_blocks", "padding", *NORMS, *KERNEL_WEIGHTS}
                  if info.get("kind") == "variational" else set())
     fixed = [key for key in differing if key not in adaptable
              or (key == "bottleneck_blocks" and run_net[key] < source_net[key])
-             or (key in ("decoder_norm", "fuse_norm") and run_net[key] != "actnorm")]
+             or (key in NORMS and run_net[key] != "actnorm")]
     if fixed:
         raise ConfigError(f"init_from={source}: the network differs in {', '.join(fixed)} "
                           f"(set model.net.<key> as in the source, e.g. {fixed[0]}={source_net[fixed[0]]})")
@@ -107,7 +110,7 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
         new_blocks = tuple(f"decoder.bottleneck.{index}." for index in range(source_net["bottleneck_blocks"],
                                                                              run_net["bottleneck_blocks"]))
         state.update({f"net.{key}": value for key, value in model.net.state_dict().items() if key.startswith(new_blocks)})
-    if {"decoder_norm", "fuse_norm"} & set(differing):  # the actnorms the source lacks keep the run's (unset) values
+    if set(NORMS) & set(differing):  # the actnorms the source lacks keep the run's (unset) values
         state.update({f"net.{key}": value for key, value in model.net.state_dict().items()
                       if f"net.{key}" not in state and key.endswith((".centre", ".log_scale", ".initialised"))})
     for option in set(differing) & set(KERNEL_WEIGHTS):

@@ -160,13 +160,18 @@ class Stylise(torch.nn.Module):
         return self.net(content, style)[0]
 
 
-@pytest.mark.parametrize("decoder_norm, fuse_norm, actnorms", [("actnorm", None, 2 + 2 * 2), ("instance", "actnorm", 2)])
-def test_decoder_norm_chooses_the_adain_normalisation_of_the_decoder_and_of_its_fusions(decoder_norm, fuse_norm,
-                                                                                           actnorms):
-    net = VariationalStyleNet(**{**TINY, "decoder_norm": decoder_norm, "fuse_norm": fuse_norm})
+@pytest.mark.parametrize("norms, actnorms", [({"decoder_norm": "actnorm"}, 2 + 2 * 2),
+                                             ({"up_norm": "actnorm"}, 2 * 2),
+                                             ({"fuse_norm": "actnorm"}, 2)])
+def test_decoder_norms_choose_the_adain_normalisation_of_the_bottleneck_the_up_blocks_and_the_fusions(norms, actnorms):
+    net = VariationalStyleNet(**TINY, **norms)
     layers = [module for module in net.decoder.modules() if isinstance(module, AdaIN)]
     assert sum(layer.normalisation == "actnorm" for layer in layers) == actnorms
-    assert all(up.norm_fuse.normalisation == (fuse_norm or decoder_norm) for up in net.decoder.ups)
+    bottleneck = norms.get("decoder_norm", "instance")
+    up = norms.get("up_norm", bottleneck)
+    assert all(layer.normalisation == bottleneck for block in net.decoder.bottleneck for layer in (block.norm1, block.norm2))
+    assert all(block.norm_up.normalisation == up and block.norm_fuse.normalisation == norms.get("fuse_norm", up)
+               for block in net.decoder.ups)
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     net(content, style)[0].mean().backward()
     assert all(bool(layer.initialised) for layer in layers if layer.normalisation == "actnorm")

@@ -310,21 +310,24 @@ class Decoder(nn.Module):
     """Bottleneck AdaIN residual blocks at the code's resolution, then one ``UpBlock`` per level (with
     the matching content skip when ``skips``), then a ``rgb_kernel`` conv to RGB and a sigmoid (output in [0, 1]).
     ``full_res_fuse_kernel``: the kernel of the last, full-resolution fuse conv (1: a tenth of its multiply-adds, where
-    the decoder spends most of its time; the conv before it keeps a 3x3 view). ``norm``: every ``AdaIN``'s
-    normalisation, ``fuse_norm`` (None: ``norm``) that of the fusions with the skips."""
+    the decoder spends most of its time; the conv before it keeps a 3x3 view). ``norm``: the bottleneck's
+    ``AdaIN`` normalisation, ``up_norm`` (None: ``norm``) the up blocks', ``fuse_norm`` (None: ``up_norm``) that of
+    their fusions with the skips."""
 
     def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
                  mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7,
-                 full_res_fuse_kernel: int = 3, norm: str = "instance", fuse_norm: str | None = None):
+                 full_res_fuse_kernel: int = 3, norm: str = "instance", up_norm: str | None = None,
+                 fuse_norm: str | None = None):
         super().__init__()
         self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
         w_dim = self.mapping.out_dim
         self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding, norm)
                                         for _ in range(bottleneck_blocks))
         # Up blocks go coarse -> fine: from level l+1 to level l, taking skip l.
+        up_norm = up_norm or norm
         self.ups = nn.ModuleList(
             UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding,
-                    full_res_fuse_kernel if level == 0 else 3, norm, fuse_norm or norm)
+                    full_res_fuse_kernel if level == 0 else 3, up_norm, fuse_norm or up_norm)
             for level in reversed(range(len(widths) - 1)))
         self.to_rgb = padded_conv(widths[0], 3, rgb_kernel, 1, padding)
 
@@ -358,7 +361,7 @@ class VariationalStyleNet(nn.Module):
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
                  logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe",
                  padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3,
-                 decoder_norm: str = "instance", fuse_norm: str | None = None):
+                 decoder_norm: str = "instance", up_norm: str | None = None, fuse_norm: str | None = None):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
@@ -373,7 +376,7 @@ class VariationalStyleNet(nn.Module):
             raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
                                mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel,
-                               decoder_norm, fuse_norm)
+                               decoder_norm, up_norm, fuse_norm)
 
     def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
