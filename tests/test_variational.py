@@ -7,7 +7,8 @@ import torch
 from skimage import data as skdata
 
 from nststyle.images import colour_statistics
-from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda
+from nststyle.lit.variational import (VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda,
+                                      patch_distance)
 from nststyle.metrics import structure_distance
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
                                          StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
@@ -310,6 +311,36 @@ def test_structure_weight_adds_the_evaluations_structure_distance():
     torch.testing.assert_close(terms["loss"], without["loss"] + 50.0 * terms["structure"])
     terms["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in module.net.decoder.parameters() if p.grad is not None)
+
+
+def test_patch_distance_is_zero_for_the_painting_itself_and_pulls_each_patch_to_its_best_match():
+    torch.manual_seed(0)
+    painting = torch.rand(2, 8, 12, 12)
+    assert float(patch_distance(painting, painting)) < 1e-10  # every patch finds itself
+    # a collage of the painting's own 3x3 tiles in another order is far closer to it than noise of the same range
+    shuffled = painting.unfold(2, 3, 3).unfold(3, 3, 3)  # 2 x 8 x 4 x 4 x 3 x 3 tiles
+    order = torch.randperm(16)
+    tiles = shuffled.flatten(2, 3)[:, :, order].view_as(shuffled)
+    collage = tiles.permute(0, 1, 2, 4, 3, 5).reshape(2, 8, 12, 12)
+    output = collage.clone().requires_grad_()
+    distance = patch_distance(output, painting)
+    assert float(distance) < float(patch_distance(torch.rand(2, 8, 12, 12), painting))
+    distance.backward()
+    assert torch.isfinite(output.grad).all()
+
+
+def test_patch_weight_adds_the_patch_term():
+    torch.manual_seed(0)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", patch_weight=20.0)
+    module.net.load_state_dict(plain.net.state_dict())
+    module.eval(), plain.eval()
+    terms, without = module.losses(content, style), plain.losses(content, style)
+    assert "patch" not in without and float(terms["patch"]) > 0
+    torch.testing.assert_close(terms["loss"], without["loss"] + 20.0 * terms["patch"])
+    terms["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.decoder.parameters())
 
 
 def test_a_nonfinite_loss_skips_the_update(monkeypatch):

@@ -5,6 +5,7 @@
          + kl_weight * min(1, step / kl_warmup_steps) * KL(q(z|s) || N(0, I))
          + tv_weight * TV(output)                  (optional)
          + structure_weight * structure(output, content)   (optional; nststyle.metrics: 1 - edge-map correlation)
+         + patch_weight * ||F(output) - swap(F(output), F(style))||^2 / ||swap||^2   (optional; relu3_1 by default)
 
 Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
 (what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
@@ -24,8 +25,9 @@ import torchvision.transforms.v2.functional as TF
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import colour_statistics, mean_colour, recolour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
-from ..metrics import structure_distance
+from ..metrics import relative_gap, structure_distance
 from ..models.variational import VariationalStyleNet
+from ..swap import style_swap
 
 # The paper's style layers: Gram matrices of the VGG layers up to relu4_2 (which is the content layer).
 PAPER_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
@@ -66,6 +68,15 @@ def adam_with_schedule(module: pl.LightningModule) -> dict:
     total = module.trainer.max_steps if module.trainer and module.trainer.max_steps > 0 else 100_000
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, total, **options))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def patch_distance(output_features: torch.Tensor, painting_features: torch.Tensor) -> torch.Tensor:
+    """``||F - swap(F, P)||^2 / ||swap(F, P)||^2`` averaged over the batch: each 3x3 patch of ``F`` (``B x C x H x W``)
+    against the patch of its own painting's ``P`` that the style swap picks for it (no gradient through the pick)."""
+    output_features = output_features.float()
+    with torch.no_grad():
+        target = style_swap(output_features.detach(), painting_features.float())
+    return relative_gap(output_features, target).mean()
 
 
 def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
@@ -129,6 +140,11 @@ class VariationalStyleTransfer(pl.LightningModule):
         style_hue_shift: in training, each painting's hue turned by a random fraction of the colour wheel in
             [-this, this] (``torchvision``'s ``adjust_hue``) before it is a target and a code: more palettes for
             a style path that learns from ~100 paintings (docs/variational.md, session 13). 0: as they are.
+        patch_weight: weight of the patch term (Li & Wand's MRF loss through Chen & Schmidt's style swap): each
+            3x3 patch of the output's ``patch_layer`` features pulled to its best-matching patch of the painting's
+            (``nststyle.swap.style_swap``), relative to that target's energy. Where the distribution losses
+            accept any arrangement with the painting's statistics (flat shapes in its colours), this asks every
+            place of the output to look like some place of the painting. 0: no such term.
     """
 
     model_kind = "variational"
@@ -140,7 +156,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                  tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
                  card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
-                 style_hue_shift: float = 0.0, colour_match: float = 0.0):
+                 style_hue_shift: float = 0.0, colour_match: float = 0.0, patch_weight: float = 0.0,
+                 patch_layer: str = "relu3_1"):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -161,13 +178,15 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "colour_shift": colour_shift, "colour_match": colour_match,
                                    "card": plain(card or {}),
                                    "style_code_scale": style_code_scale, "structure_weight": structure_weight,
-                                   "style_hue_shift": style_hue_shift})
+                                   "style_hue_shift": style_hue_shift, "patch_weight": patch_weight,
+                                   "patch_layer": patch_layer})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
         self.style_loss = style_loss(options.pop("kind"), style_layers, **options)
         self.content_loss = ContentLoss(content_layer)
-        self.vgg = VGGEncoder(tuple(self.style_loss.layers) + (content_layer,), weights=vgg_weights)
+        layers = tuple(self.style_loss.layers) + (content_layer,) + ((patch_layer,) if patch_weight else ())
+        self.vgg = VGGEncoder(tuple(dict.fromkeys(layers)), weights=vgg_weights)
         self.run_config: dict | None = None  # the resolved Hydra config; train.py sets it
 
     # -- losses ------------------------------------------------------------------------------------
@@ -190,6 +209,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                 content_features, style_features = self.vgg(content), self.vgg(style)
             self.content_loss.set_target(content_features)
             self.style_loss.set_target(style_features)
+        painting_features = style_features
         shared_vgg = self.hparams.net.get("style_vgg_weights") == self.hparams.vgg_weights
         code_input = self.code_input(style)
         if code_input is not style and shared_vgg:
@@ -208,6 +228,9 @@ class VariationalStyleTransfer(pl.LightningModule):
         if self.hparams.get("structure_weight"):
             terms["structure"] = structure_distance(output.float(), content).mean()
             total = total + self.hparams.structure_weight * terms["structure"]
+        if self.hparams.get("patch_weight"):
+            terms["patch"] = patch_distance(features[self.hparams.patch_layer], painting_features[self.hparams.patch_layer])
+            total = total + self.hparams.patch_weight * terms["patch"]
         terms["loss"] = total
         # Diagnostics of the code distribution (no gradient): prior samples are only meaningful when
         # the posterior means spread like N(0, I) (norm ~ sqrt(style_dim)) rather than far beyond it.
