@@ -75,8 +75,11 @@ KERNEL_WEIGHTS = {
     "full_res_fuse_kernel": lambda net: f"net.decoder.ups.{net['downsamplings'] - 1}.conv_fuse.weight",
 }
 
-# the variational decoder's normalisation options: a run may turn instance norm into actnorm
-NORMS = ("decoder_norm", "up_norm", "fuse_norm")
+# the variational decoder's options that add parameters (those values only): a run may turn them on from a source
+# without them, the new parameters keeping the run's initial values (an actnorm's statistics are set from the first
+# batch, a noise input starts at strength 0)
+ADDED_PARAMETERS = {"decoder_norm": "actnorm", "up_norm": "actnorm", "fuse_norm": "actnorm", "noise": True}
+ADDED_PARAMETER_NAMES = (".centre", ".log_scale", ".initialised", ".strength")
 
 
 def warm_start(model: pl.LightningModule, source: str) -> None:
@@ -94,12 +97,12 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
     differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
     # what a variational run may change and still start from the source: a deeper bottleneck (its extra blocks
     # start as the identity), the padding (the same parameters), the kernels of KERNEL_WEIGHTS (resized, models.layers)
-    # and the decoder's normalisation (an actnorm's statistics are set from the first batch)
-    adaptable = ({"bottleneck_blocks", "padding", *NORMS, *KERNEL_WEIGHTS}
+    # and ADDED_PARAMETERS
+    adaptable = ({"bottleneck_blocks", "padding", *ADDED_PARAMETERS, *KERNEL_WEIGHTS}
                  if info.get("kind") == "variational" else set())
     fixed = [key for key in differing if key not in adaptable
              or (key == "bottleneck_blocks" and run_net[key] < source_net[key])
-             or (key in NORMS and run_net[key] != "actnorm")]
+             or (key in ADDED_PARAMETERS and run_net[key] != ADDED_PARAMETERS[key])]
     if fixed:
         raise ConfigError(f"init_from={source}: the network differs in {', '.join(fixed)} "
                           f"(set model.net.<key> as in the source, e.g. {fixed[0]}={source_net[fixed[0]]})")
@@ -110,9 +113,9 @@ def warm_start(model: pl.LightningModule, source: str) -> None:
         new_blocks = tuple(f"decoder.bottleneck.{index}." for index in range(source_net["bottleneck_blocks"],
                                                                              run_net["bottleneck_blocks"]))
         state.update({f"net.{key}": value for key, value in model.net.state_dict().items() if key.startswith(new_blocks)})
-    if set(NORMS) & set(differing):  # the actnorms the source lacks keep the run's (unset) values
+    if set(ADDED_PARAMETERS) & set(differing):
         state.update({f"net.{key}": value for key, value in model.net.state_dict().items()
-                      if f"net.{key}" not in state and key.endswith((".centre", ".log_scale", ".initialised"))})
+                      if f"net.{key}" not in state and key.endswith(ADDED_PARAMETER_NAMES)})
     for option in set(differing) & set(KERNEL_WEIGHTS):
         key = KERNEL_WEIGHTS[option](source_net)
         if key in state:  # (a net without skips has no fuse convs)

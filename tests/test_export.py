@@ -11,7 +11,7 @@ from skimage import data as skdata
 
 from nststyle.export import EXPORTERS, export_onnx
 from nststyle.images import resize_max
-from nststyle.models.variational import AdaIN, VariationalStyleNet
+from nststyle.models.variational import AdaIN, NoiseInjection, VariationalStyleNet
 from nststyle.stylize import ExportedStylizer, StylizeError, load_stylizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,25 +54,25 @@ def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path,
     torch.testing.assert_close(output, stylizer.decode(content, code), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
-def test_actnorm_decoder_exports_like_pytorch(tmp_path, export_format):
-    """An ``actnorm`` decoder's statistics are constants of the graph (one multiply-add per AdaIN)."""
-    if export_format == "onnx":
-        pytest.importorskip("onnxscript")
-        pytest.importorskip("onnxruntime")
+def test_actnorm_and_noise_decoder_exports_like_pytorch(tmp_path, export_format):
+    """An ``actnorm`` decoder's statistics are constants of the graph (one multiply-add per AdaIN); its noise
+    inputs are integer hashes of the pixel coordinates, the same in every runtime."""
     torch.manual_seed(0)
     config = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
-                  mapping_hidden=16, decoder_norm="actnorm")
+                  mapping_hidden=16, decoder_norm="actnorm", noise=True)
     net = VariationalStyleNet(**config)
     for module in net.modules():
         if isinstance(module, AdaIN):
             torch.nn.init.normal_(module.to_stats.weight, std=0.5)
+        if isinstance(module, NoiseInjection):
+            torch.nn.init.constant_(module.strength, 0.05)
     net(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))  # sets the statistics
     path = tmp_path / "actnorm.ckpt"
     torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
                 "nststyle": {"kind": "variational", "net": config, "vgg_weights": "random"}}, path)
     stylizer = load_stylizer(path, "cpu")
-    exported = load_stylizer(EXPORTERS[export_format](stylizer, tmp_path, "actnorm")[0])
+    exported = load_stylizer(EXPORTERS[export_format](stylizer, tmp_path, "actnorm",
+                                                      **OPTIONS.get(export_format, {}))[0])
     content, style = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 40, 40)
     torch.testing.assert_close(exported.stylize(content, style), stylizer.stylize(content, style), atol=1e-3, rtol=0)
 

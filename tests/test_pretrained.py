@@ -156,24 +156,32 @@ def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(t
         warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
 
 
-def test_warm_start_to_an_actnorm_decoder_keeps_every_weight_and_sets_the_statistics_on_the_first_batch(tmp_path):
+@pytest.mark.parametrize("option", [{"decoder_norm": "actnorm"}, {"noise": True}])
+def test_warm_start_to_an_actnorm_or_noise_decoder_keeps_every_weight_and_adds_the_new_ones(tmp_path, option):
+    """Actnorm statistics are set from the first training batch; noise inputs start at strength 0 (the function
+    of the source)."""
     shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
     source = load_stylizer(shipped, "cpu")
-    model = variational_module(decoder_norm="actnorm")
+    model = variational_module(**option)
     warm_start(model, str(shipped))
     source_state = source.net.state_dict()
     for key, value in model.net.state_dict().items():
-        if key.endswith((".centre", ".log_scale", ".initialised")):
+        if key.endswith((".centre", ".log_scale", ".initialised", ".strength")):
             assert key not in source_state and not value.any()
         elif not key.startswith("style_encoder.vgg."):  # (random, not shipped)
             torch.testing.assert_close(value, source_state[key].to(value.dtype))
     model.net.style_encoder.vgg.load_state_dict(source.net.style_encoder.vgg.state_dict())
-    model.net.train()
     photo, painting = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    if "noise" in option:
+        with torch.no_grad():
+            torch.testing.assert_close(model.net.eval()(photo, painting)[0], source.net(photo, painting)[0])
+    model.net.train()
     output = model.net(photo, painting)[0]
-    assert torch.isfinite(output).all() and model.net.decoder.ups[0].norm_fuse.initialised
-    with pytest.raises(ConfigError, match="decoder_norm"):  # the other way round, the statistics would be lost
-        warm_start(variational_module(), str(training_checkpoint(tmp_path / "a.ckpt", decoder_norm="actnorm")))
+    assert torch.isfinite(output).all()
+    if "decoder_norm" in option:
+        assert model.net.decoder.ups[0].norm_fuse.initialised
+    with pytest.raises(ConfigError, match=next(iter(option))):  # the other way round, parameters would be lost
+        warm_start(variational_module(), str(training_checkpoint(tmp_path / "a.ckpt", **option)))
 
 
 def test_warm_start_to_zero_padding_and_smaller_kernels_keeps_the_parameters_and_flat_answers(tmp_path):

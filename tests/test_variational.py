@@ -10,9 +10,9 @@ from nststyle.images import colour_statistics
 from nststyle.lit.variational import (VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda,
                                       patch_distance)
 from nststyle.metrics import structure_distance
-from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, ResBlock,
-                                         StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
-                                         channel_mean_std)
+from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, NoiseInjection,
+                                         ResBlock, StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
+                                         channel_mean_std, pixel_noise)
 from nststyle.stylize import load_stylizer
 
 TINY = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
@@ -181,6 +181,34 @@ def test_decoder_norms_choose_the_adain_normalisation_of_the_bottleneck_the_up_b
         traced = torch.jit.trace(Stylise(net), (content, style), check_trace=False)
         content, style = torch.rand(1, 3, 48, 40), torch.rand(1, 3, 40, 40)
         torch.testing.assert_close(traced(content, style), net(content, style)[0])
+
+
+def test_pixel_noise_is_white_unit_variance_and_a_function_of_the_offsets():
+    noise = pixel_noise(96, 128, torch.tensor([[0, 0], [5, 3]]))
+    assert noise.shape == (2, 1, 96, 128)
+    assert abs(float(noise.mean())) < 0.02 and abs(float(noise.std()) - 1) < 0.02
+    neighbours = torch.stack([noise[0, 0, :, :-1].flatten(), noise[0, 0, :, 1:].flatten()])
+    assert abs(float(torch.corrcoef(neighbours)[0, 1])) < 0.03
+    torch.testing.assert_close(noise[1, :, :50, :60], pixel_noise(55, 63, torch.tensor([[0, 0]]))[0, :, 5:, 3:])
+    assert torch.equal(noise[:1], pixel_noise(96, 128, torch.tensor([[0, 0]])))
+
+
+def test_noise_injection_starts_as_the_identity_and_is_fixed_at_inference():
+    layer, x = NoiseInjection(4, salt=7), torch.randn(2, 4, 8, 8)
+    assert torch.equal(layer(x), x)
+    torch.nn.init.constant_(layer.strength, 0.1)
+    assert not torch.equal(layer(x), layer(x))  # training: fresh noise per call and image
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+    torch.testing.assert_close(layer(x)[1] - x[1], layer(x)[0] - x[0])  # one pattern for every image
+    net = randomize_adain(VariationalStyleNet(**TINY, noise=True)).eval()
+    content, style = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    plain = VariationalStyleNet(**TINY).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.endswith(".strength")})
+    torch.testing.assert_close(net(content, style)[0], plain(content, style)[0])
+    net.train()
+    net(content, style)[0].square().mean().backward()
+    assert all(block.noise.strength.grad.abs().sum() > 0 for block in net.decoder.ups)
 
 
 def test_adain_res_block_and_up_blocks():

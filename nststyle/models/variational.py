@@ -265,16 +265,61 @@ class AdaINResBlock(nn.Module):
         return x + self.conv2(F.relu(self.norm2(h, w)))
 
 
+PRIME = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
+
+
+def pixel_noise(height: int, width: int, offsets: torch.Tensor) -> torch.Tensor:
+    """``B x 1 x H x W`` noise, uniform with zero mean and unit variance, for integer ``offsets`` (``B x 2``): a hash
+    of the pixel coordinates plus the offsets (affine maps and squares modulo a prime, in int64). Exact integer
+    arithmetic: exported graphs (ONNX, AOTInductor) and PyTorch give the same noise, at any size."""
+    rows = torch.arange(height, device=offsets.device).view(1, 1, height, 1) + offsets[:, :1, None, None]
+    cols = torch.arange(width, device=offsets.device).view(1, 1, 1, width) + offsets[:, 1:, None, None]
+    hashed = (rows * 65_537 + cols) % PRIME
+    for multiplier in (48_271, 69_621):
+        hashed = (hashed * multiplier + 12_345) % PRIME
+        hashed = hashed * hashed % PRIME
+    return (hashed.float() / PRIME - 0.5) * math.sqrt(12.0)
+
+
+class NoiseInjection(nn.Module):
+    """StyleGAN's noise inputs: ``x + strength * noise``, one ``pixel_noise`` map for all channels and a learned
+    strength per channel, starting at 0 (the block's function is unchanged until training finds a use for it).
+    A decoder without it has one source of detail, the photo: it paints the paintings' contrast onto the faint
+    gradients of skies and walls (the outlined shapes of docs/variational.md, sessions 17-18). Training draws
+    fresh noise per image (random offsets); inference uses offset ``salt``, the same pattern for every image."""
+
+    # Adam moves a parameter by ~lr a step: the gain lets a fine-tune at lr 2e-4 reach strengths of order 1 within a
+    # few hundred steps (StyleGAN's equalised learning rate, for this one parameter)
+    gain = 10.0
+
+    def __init__(self, channels: int, salt: int = 0):
+        super().__init__()
+        self.strength = nn.Parameter(torch.zeros(channels))
+        self.salt = salt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offsets = (torch.randint(0, 1 << 16, (len(x), 2), device=x.device) if self.training
+                   else torch.full((1, 2), self.salt, device=x.device))
+        noise = pixel_noise(x.shape[-2], x.shape[-1], offsets)
+        return x + (self.gain * self.strength).view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"channels={len(self.strength)}, salt={self.salt}"
+
+
 class UpBlock(nn.Module):
-    """AdaIN -> nearest x2 -> conv (the upsampling convolution); then, with a skip, concatenate the
+    """AdaIN -> nearest x2 -> conv (the upsampling convolution) [-> noise]; then, with a skip, concatenate the
     content encoder's map of that size and fuse with AdaIN -> a ``fuse_kernel`` conv. Every conv sees styled input.
-    ``norm`` / ``fuse_norm``: the ``AdaIN`` normalisation before the upsampling conv / before the fuse conv."""
+    ``norm`` / ``fuse_norm``: the ``AdaIN`` normalisation before the upsampling conv / before the fuse conv;
+    ``noise``: a ``NoiseInjection`` after the upsampling conv (``salt``: its pattern at inference)."""
 
     def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int, padding: str = "reflect",
-                 fuse_kernel: int = 3, norm: str = "instance", fuse_norm: str = "instance"):
+                 fuse_kernel: int = 3, norm: str = "instance", fuse_norm: str = "instance", noise: bool = False,
+                 salt: int = 0):
         super().__init__()
         self.norm_up = AdaIN(in_channels, w_dim, norm)
         self.conv_up = padded_conv(in_channels, out_channels, padding=padding)
+        self.noise = NoiseInjection(out_channels, salt) if noise else nn.Identity()
         self.fuse = skip_channels > 0
         if self.fuse:
             self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim, fuse_norm)
@@ -282,7 +327,7 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(self.norm_up(x, w), scale_factor=2.0, mode="nearest")
-        x = F.relu(self.conv_up(x))
+        x = F.relu(self.noise(self.conv_up(x)))
         if self.fuse:
             x = F.relu(self.conv_fuse(self.norm_fuse(torch.cat([x, skip], dim=1), w)))
         return x
@@ -312,12 +357,12 @@ class Decoder(nn.Module):
     ``full_res_fuse_kernel``: the kernel of the last, full-resolution fuse conv (1: a tenth of its multiply-adds, where
     the decoder spends most of its time; the conv before it keeps a 3x3 view). ``norm``: the bottleneck's
     ``AdaIN`` normalisation, ``up_norm`` (None: ``norm``) the up blocks', ``fuse_norm`` (None: ``up_norm``) that of
-    their fusions with the skips."""
+    their fusions with the skips. ``noise``: noise inputs after each upsampling conv (``NoiseInjection``)."""
 
     def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
                  mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7,
                  full_res_fuse_kernel: int = 3, norm: str = "instance", up_norm: str | None = None,
-                 fuse_norm: str | None = None):
+                 fuse_norm: str | None = None, noise: bool = False):
         super().__init__()
         self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
         w_dim = self.mapping.out_dim
@@ -327,7 +372,7 @@ class Decoder(nn.Module):
         up_norm = up_norm or norm
         self.ups = nn.ModuleList(
             UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding,
-                    full_res_fuse_kernel if level == 0 else 3, up_norm, fuse_norm or up_norm)
+                    full_res_fuse_kernel if level == 0 else 3, up_norm, fuse_norm or up_norm, noise, 1000 * level)
             for level in reversed(range(len(widths) - 1)))
         self.to_rgb = padded_conv(widths[0], 3, rgb_kernel, 1, padding)
 
@@ -361,7 +406,8 @@ class VariationalStyleNet(nn.Module):
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
                  logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe",
                  padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3,
-                 decoder_norm: str = "instance", up_norm: str | None = None, fuse_norm: str | None = None):
+                 decoder_norm: str = "instance", up_norm: str | None = None, fuse_norm: str | None = None,
+                 noise: bool = False):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
@@ -376,7 +422,7 @@ class VariationalStyleNet(nn.Module):
             raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
                                mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel,
-                               decoder_norm, up_norm, fuse_norm)
+                               decoder_norm, up_norm, fuse_norm, noise)
 
     def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
