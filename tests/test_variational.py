@@ -7,8 +7,8 @@ import torch
 from skimage import data as skdata
 
 from nststyle.images import colour_statistics
-from nststyle.lit.variational import (VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda,
-                                      patch_distance)
+from nststyle.lit.variational import (VariationalStyleTransfer, drop_nonfinite_gradients, low_frequency_change,
+                                      lr_lambda, patch_distance)
 from nststyle.metrics import structure_distance
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, NoiseInjection,
                                          ResBlock, StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
@@ -371,6 +371,29 @@ def test_patch_weight_adds_the_patch_term():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.decoder.parameters())
 
 
+def test_stability_term_is_the_outputs_change_relative_to_a_faint_smooth_change_of_the_photo(monkeypatch):
+    torch.manual_seed(0)
+    change = low_frequency_change(torch.rand(3, 3, 192, 256))
+    assert change.shape == (3, 1, 192, 256) and float(change.abs().max()) <= 0.05 + 1e-6
+    for step in (change.diff(dim=2), change.diff(dim=3)):  # smooth: at most 2 x 0.05 over a 16 px cell
+        assert float(step.abs().max()) <= 0.1 / 16 + 1e-6
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", stability_weight=3.0)
+    module.net.load_state_dict(plain.net.state_dict())
+    module.eval(), plain.eval()
+    fixed = low_frequency_change(content)
+    monkeypatch.setattr("nststyle.lit.variational.low_frequency_change", lambda images: fixed)
+    terms, without = module.losses(content, style), plain.losses(content, style)
+    code = module.net.encode_style(style)[0]
+    expected = ((module.net.decode((content + fixed).clamp(0, 1), code) - module.net.decode(content, code)).square().mean()
+                / fixed.square().mean())
+    torch.testing.assert_close(terms["stability"], expected)
+    torch.testing.assert_close(terms["loss"], without["loss"] + 3.0 * terms["stability"])
+    terms["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in module.net.decoder.parameters() if p.grad is not None)
+
+
 def test_a_nonfinite_loss_skips_the_update(monkeypatch):
     module = VariationalStyleTransfer(net=TINY, vgg_weights="random")
     batch = (torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
@@ -503,10 +526,10 @@ def test_style_code_scale_feeds_the_encoder_a_smaller_painting_and_scores_agains
     module = VariationalStyleTransfer(net={**TINY, "style_encoder": "vgg"}, vgg_weights="random",
                                       style_code_scale=0.5)
     read, scored = [], []
-    original_net, original_loss = module.net.forward, module.style_loss.set_target
-    monkeypatch.setattr(module.net, "forward", lambda content, style, features=None: read.append(
+    original_net, original_loss = module.net.encode_style, module.style_loss.set_target
+    monkeypatch.setattr(module.net, "encode_style", lambda style, features=None: read.append(
         (style.shape, None if features is None else next(iter(features.values())).shape))
-        or original_net(content, style, features))
+        or original_net(style, features))
     monkeypatch.setattr(module.style_loss, "set_target", lambda features: scored.append(
         next(iter(features.values())).shape) or original_loss(features))
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 64, 64)

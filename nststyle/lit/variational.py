@@ -6,6 +6,8 @@
          + tv_weight * TV(output)                  (optional)
          + structure_weight * structure(output, content)   (optional; nststyle.metrics: 1 - edge-map correlation)
          + patch_weight * ||F(output) - swap(F(output), F(style))||^2 / ||swap||^2   (optional; relu3_1 by default)
+         + stability_weight * ||G(content + d) - G(content)||^2 / ||d||^2   (optional; d: a faint low-frequency
+           change of the photo's tones, G: the network with the same style code)
 
 Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
 (what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
@@ -79,6 +81,15 @@ def patch_distance(output_features: torch.Tensor, painting_features: torch.Tenso
     return relative_gap(output_features, target).mean()
 
 
+def low_frequency_change(images: torch.Tensor, cells: int = 12, amplitude: float = 0.05) -> torch.Tensor:
+    """A faint smooth change of each image's tones (``B x 1 x H x W``, the same for R, G and B): uniform values in
+    [-amplitude, amplitude] on a grid of ``cells`` along the shorter side, interpolated bilinearly."""
+    height, width = images.shape[-2:]
+    cell = min(height, width) / cells
+    grid = torch.rand(len(images), 1, math.ceil(height / cell) + 1, math.ceil(width / cell) + 1, device=images.device)
+    return amplitude * F.interpolate(grid * 2 - 1, size=(height, width), mode="bilinear", align_corners=True)
+
+
 def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
     """Freeze every parameter of ``net`` outside the named submodules (None: train them all)."""
     if train_only is None:
@@ -145,6 +156,11 @@ class VariationalStyleTransfer(pl.LightningModule):
             (``nststyle.swap.style_swap``), relative to that target's energy. Where the distribution losses
             accept any arrangement with the painting's statistics (flat shapes in its colours), this asks every
             place of the output to look like some place of the painting. 0: no such term.
+        stability_weight: weight of the stability term (Gupta et al. 2017, "Characterizing and improving
+            stability in neural style transfer"): how much the output moves when the photo's tones move by a
+            faint smooth ``low_frequency_change``, relative to that change. A network that paints the paintings'
+            contrast onto the faint gradients of skies (outlined shapes; docs/variational.md, session 18) moves a
+            lot: the shipped weights 26x the change's energy on held-back pairs, the Magenta model 16x. 0: none.
     """
 
     model_kind = "variational"
@@ -157,7 +173,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
                  card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
                  style_hue_shift: float = 0.0, colour_match: float = 0.0, patch_weight: float = 0.0,
-                 patch_layer: str = "relu3_1"):
+                 patch_layer: str = "relu3_1", stability_weight: float = 0.0):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -179,7 +195,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "card": plain(card or {}),
                                    "style_code_scale": style_code_scale, "structure_weight": structure_weight,
                                    "style_hue_shift": style_hue_shift, "patch_weight": patch_weight,
-                                   "patch_layer": patch_layer})
+                                   "patch_layer": patch_layer, "stability_weight": stability_weight})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -215,8 +231,10 @@ class VariationalStyleTransfer(pl.LightningModule):
         if code_input is not style and shared_vgg:
             with torch.no_grad():
                 style_features = self.vgg(code_input)
-        output, mu, logvar = self.net(content, code_input, style_features if shared_vgg else None)
-        output = self.recolour(output, style)
+        mu, logvar = self.net.encode_style(code_input, style_features if shared_vgg else None)
+        code = self.net.sample_code(mu, logvar)
+        raw_output = self.net.decode(content, code)
+        output = self.recolour(raw_output, style)
         features = self.vgg(output)
         terms = {"content": self.content_loss(features), "style": self.style_loss(features),
                  "kl": kl_divergence(mu.float(), logvar.float())}
@@ -228,6 +246,11 @@ class VariationalStyleTransfer(pl.LightningModule):
         if self.hparams.get("structure_weight"):
             terms["structure"] = structure_distance(output.float(), content).mean()
             total = total + self.hparams.structure_weight * terms["structure"]
+        if self.hparams.get("stability_weight"):
+            change = low_frequency_change(content)
+            moved = self.net.decode((content + change).clamp(0, 1), code)
+            terms["stability"] = (moved.float() - raw_output.float()).square().mean() / change.square().mean()
+            total = total + self.hparams.stability_weight * terms["stability"]
         if self.hparams.get("patch_weight"):
             terms["patch"] = patch_distance(features[self.hparams.patch_layer], painting_features[self.hparams.patch_layer])
             total = total + self.hparams.patch_weight * terms["patch"]
