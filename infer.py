@@ -109,7 +109,7 @@ def evaluation(cfg: DictConfig) -> str:
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
     evaluate(as_list(cfg.systems), pairs, cfg.eval_dir, size=cfg.size, device=cfg.device, max_iter=cfg.eval_max_iter,
              sheet_inputs=cfg.sheet_inputs, style_size=cfg.style_size, precision=cfg.precision,
-             colours=colour_options(cfg), model_options=model_options(cfg))
+             colours=colour_options(cfg), model_options=model_options(cfg), stability=cfg.stability)
     return (f"evaluate: {len(pairs)} pairs x {len(as_list(cfg.systems))} systems -> {cfg.eval_dir}/results.csv\n"
             + Path(cfg.eval_dir, "summary.md").read_text())
 

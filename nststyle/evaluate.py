@@ -31,7 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm import tqdm
 
 from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
-from .metrics import METRICS, STYLE_BY_LAYER, StyleMetrics
+from .metrics import METRICS, STYLE_BY_LAYER, StyleMetrics, low_frequency_change, stability_gain
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
 from .stylize import EXPORTED_SUFFIXES, load_stylizer
@@ -184,7 +184,7 @@ def parse_system(system: str) -> tuple[str, str]:
 def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: int = 384, device=None,
              max_iter: int = 300, sheet_size: int = 160, sheet_inputs: bool = True, vgg_weights: str = "caffe",
              style_size: int | None = None, progress: bool = True, precision: str = "fp32",
-             colours: dict | None = None, model_options: dict | None = None) -> list[dict]:
+             colours: dict | None = None, model_options: dict | None = None, stability: bool = False) -> list[dict]:
     """Stylise every pair with every system, score it and write ``out_dir``: ``results.csv`` (a row per
     system and pair), ``summary.md`` (means per system), ``<label>/<pair>.png`` and ``<label>_sheet.jpg``
     (paintings as column headers, photos as rows; ``sheet_inputs=False``: the outputs alone, in the same
@@ -193,7 +193,9 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     longer side at which the systems read the paintings (default: a model's card, ``size`` for the others; the
     metrics always use ``size``). Models are handed the paintings at ``size`` and read them at that scale.
     ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``); ``colours``: overrides of
-    their cards' ``colour_shift``/``colour_match``; ``model_options``: their kind's options (``refine_steps``, ``swap_mode``, ...), for every model system."""
+    their cards' ``colour_shift``/``colour_match``; ``model_options``: their kind's options (``refine_steps``, ``swap_mode``, ...), for every model system.
+    ``stability``: also stylise each photo after a faint smooth change of its tones (the same change for every
+    system) and report ``metrics.stability_gain`` (a second run of each pair, not timed)."""
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
     out_dir = Path(out_dir)
@@ -216,7 +218,7 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     for (label, spec), system in zip(labelled, systems_built):
         inputs = styles if isinstance(system, ModelSystem) else style_inputs
         outputs, failures = {}, []
-        for pair in tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress):
+        for index, pair in enumerate(tqdm(pairs, desc=f"evaluate {label}", unit="pair", disable=not progress)):
             content, style = contents[pair.content].to(device), inputs[pair.style].to(device)
             start = time.perf_counter()
             try:
@@ -233,10 +235,16 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
                          "style_image": pair.style.name,
                          **metrics(output.to(device), photo_targets[pair.content], painting_targets[pair.style]),
                          "seconds": seconds})
+            if stability:
+                change = low_frequency_change(content, generator=torch.Generator().manual_seed(index)).to(device)
+                with torch.inference_mode(not spec.startswith("optimize:")):
+                    moved = system((content + change).clamp(0, 1), style, pair)
+                rows[-1]["stability"] = float(stability_gain(output, moved.float().cpu(), change.cpu()))
         mine = [row for row in rows if row["system"] == label]
         if mine:
             summary.append({"system": label, "pairs": len(mine),
-                            **{name: statistics.fmean(row[name] for row in mine) for name in METRICS + STYLE_BY_LAYER},
+                            **{name: statistics.fmean(row[name] for row in mine)
+                               for name in METRICS + STYLE_BY_LAYER + (("stability",) if stability else ())},
                             "seconds": statistics.median(row["seconds"] for row in mine),
                             "failed": len(failures)})
             save_sheet(pairs, outputs, contents, styles, out_dir / f"{label}_sheet.jpg", sheet_size, sheet_inputs)
@@ -286,4 +294,9 @@ def summary_table(summary: list[dict], size: int, pairs: int) -> str:
               "| system | " + " | ".join(layers) + " |", "|---" * (len(layers) + 1) + "|"]
     lines += [f"| {row['system']} | " + " | ".join(f"{row[name]:.3f}" for name in STYLE_BY_LAYER) + " |"
               for row in summary]
+    if summary and "stability" in summary[0]:
+        lines += ["", "Stability: the output's mean squared change when the photo's tones change by a faint smooth "
+                  "+-0.05 (metrics.stability_gain), over that change's; lower is steadier.", "",
+                  "| system | stability |", "|---|---|"]
+        lines += [f"| {row['system']} | {row['stability']:.1f} |" for row in summary]
     return "\n".join(lines) + "\n"

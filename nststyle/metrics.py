@@ -18,8 +18,16 @@ All distances are relative, so they read the same at any image size and for any 
   session 12's, trained with it in the loss, 0.282.
 
 ``StyleMetrics`` encodes each painting once per call and each output once for all five figures.
+
+``stability_gain`` (the evaluation's ``stability=true``): how far an output moves when its photo's tones move
+by a faint smooth ``low_frequency_change`` (+-0.05), as the mean squared change of the output over that of the
+photo. A system that paints the paintings' contrast onto the faint gradients of skies and walls moves a lot:
+that is where outlined shapes at the same places whatever the painting come from (docs/variational.md,
+session 18; Gupta et al. 2017 on the stability of style transfer).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +67,22 @@ def structure_distance(output: torch.Tensor, photo: torch.Tensor) -> torch.Tenso
     """``1 - corr(edge_map(output), edge_map(photo))`` per sample (``B``): 0 for the photo itself, for
     any brightness/contrast change of it and for a recoloured photo with the same luminance edges."""
     return _edge_gap(edge_map(output), edge_map(photo))
+
+
+def low_frequency_change(images: torch.Tensor, cells: int = 12, amplitude: float = 0.05,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """A faint smooth change of each image's tones (``B x 1 x H x W``, the same for R, G and B): uniform values in
+    [-amplitude, amplitude] on a grid of ``cells`` along the shorter side, interpolated bilinearly."""
+    height, width = images.shape[-2:]
+    cell = min(height, width) / cells
+    grid = torch.rand(len(images), 1, math.ceil(height / cell) + 1, math.ceil(width / cell) + 1, generator=generator,
+                      device=images.device if generator is None else generator.device)
+    return amplitude * F.interpolate(grid * 2 - 1, size=(height, width), mode="bilinear", align_corners=True).to(images.device)
+
+
+def stability_gain(output: torch.Tensor, moved: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """``mean((moved - output)^2) / mean(change^2)``: the outputs' change for the photos' ``change``."""
+    return (moved.float() - output.float()).square().mean() / change.float().square().mean()
 
 
 def _edge_gap(output_edges: torch.Tensor, photo_edges: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from skimage import data as skdata
 from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, holdout_pairs, parse_system, tsv_pairs
 from nststyle.export import export_torchscript
 from nststyle.features import STYLE_LAYERS, VGGEncoder
-from nststyle.metrics import METRIC_CONTENT_LAYER, STYLE_BY_LAYER, StyleMetrics, structure_distance
+from nststyle.metrics import (METRIC_CONTENT_LAYER, STYLE_BY_LAYER, StyleMetrics, low_frequency_change, stability_gain,
+                              structure_distance)
 from nststyle.splits import near_duplicate_groups, read_holdout, split_files
 from nststyle.stylize import StylizeError, load_stylizer
 
@@ -185,6 +186,22 @@ def test_evaluate_writes_table_sheet_and_images(folders, tmp_path):
     assert again[0]["style"] == pytest.approx(
         sum(float(r["style"]) for r in rows if r["system"] == "color_transfer" and r["pair"] != pairs[0].name) / 3,
         rel=0.2)  # the PNGs hold 8-bit pixels: tiny random-VGG statistics move by ~10 %
+
+
+def test_stability_is_one_for_the_photo_and_large_for_a_system_that_posterises_its_faint_tones(folders, tmp_path):
+    """The photo moves exactly as its change (gain 1, less where the clamp cuts); a system that stretches faint
+    tone differences to full contrast (a posterising step, like the outlined shapes of a network) moves far more."""
+    pairs = folder_pairs(folders / "photos", folders / "paintings")
+    summary = evaluate(["photo"], pairs, tmp_path / "out", size=48, vgg_weights="random", progress=False,
+                       stability=True)
+    assert 0.8 < summary[0]["stability"] <= 1.0 + 1e-6
+    assert f"| photo | {summary[0]['stability']:.1f} |" in (tmp_path / "out" / "summary.md").read_text()
+    assert stability_gain(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.2), torch.full((1, 1, 8, 8), 0.1)) == 4
+    photo = torch.rand(1, 3, 96, 128) * 0.1 + 0.45  # a faint sky
+    change = low_frequency_change(photo, generator=torch.Generator().manual_seed(0))
+    steps = (photo * 20).round() / 20  # four levels over the sky's 0.1: bands with edges
+    moved = ((photo + change) * 20).round() / 20
+    assert stability_gain(steps, moved, change) > 2 * stability_gain(photo, photo + change, change)
 
 
 def test_pairs_sources_and_labels(folders, tmp_path):

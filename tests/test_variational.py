@@ -7,9 +7,8 @@ import torch
 from skimage import data as skdata
 
 from nststyle.images import colour_statistics
-from nststyle.lit.variational import (VariationalStyleTransfer, drop_nonfinite_gradients, low_frequency_change,
-                                      lr_lambda, patch_distance)
-from nststyle.metrics import structure_distance
+from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda, patch_distance
+from nststyle.metrics import low_frequency_change, structure_distance
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, NoiseInjection,
                                          ResBlock, StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
                                          channel_mean_std, pixel_noise)

@@ -27,7 +27,7 @@ import torchvision.transforms.v2.functional as TF
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import colour_statistics, mean_colour, recolour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
-from ..metrics import relative_gap, structure_distance
+from ..metrics import low_frequency_change, relative_gap, stability_gain, structure_distance
 from ..models.variational import VariationalStyleNet
 from ..swap import style_swap
 
@@ -79,15 +79,6 @@ def patch_distance(output_features: torch.Tensor, painting_features: torch.Tenso
     with torch.no_grad():
         target = style_swap(output_features.detach(), painting_features.float())
     return relative_gap(output_features, target).mean()
-
-
-def low_frequency_change(images: torch.Tensor, cells: int = 12, amplitude: float = 0.05) -> torch.Tensor:
-    """A faint smooth change of each image's tones (``B x 1 x H x W``, the same for R, G and B): uniform values in
-    [-amplitude, amplitude] on a grid of ``cells`` along the shorter side, interpolated bilinearly."""
-    height, width = images.shape[-2:]
-    cell = min(height, width) / cells
-    grid = torch.rand(len(images), 1, math.ceil(height / cell) + 1, math.ceil(width / cell) + 1, device=images.device)
-    return amplitude * F.interpolate(grid * 2 - 1, size=(height, width), mode="bilinear", align_corners=True)
 
 
 def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
@@ -249,7 +240,7 @@ class VariationalStyleTransfer(pl.LightningModule):
         if self.hparams.get("stability_weight"):
             change = low_frequency_change(content)
             moved = self.net.decode((content + change).clamp(0, 1), code)
-            terms["stability"] = (moved.float() - raw_output.float()).square().mean() / change.square().mean()
+            terms["stability"] = stability_gain(raw_output, moved, change)
             total = total + self.hparams.stability_weight * terms["stability"]
         if self.hparams.get("patch_weight"):
             terms["patch"] = patch_distance(features[self.hparams.patch_layer], painting_features[self.hparams.patch_layer])
