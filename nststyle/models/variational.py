@@ -197,9 +197,9 @@ class AdaIN(nn.Module):
     """Normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
 
     ``normalisation``: ``"instance"``, AdaIN's statistics of each image; ``"actnorm"``, per-channel statistics fixed
-    for all images (learned, set from the first training batch as Glow's ActNorm does), so a flat region of the
-    photo stays flat where instance norm stretches its faint variations to the painting's contrast (the StyleGAN2
-    paper traces its droplet artefacts to that; docs/variational.md, session 18).
+    for all images (learned, set from the first training batch as Glow's ActNorm does): no image's statistics set
+    the scale of its own features (the StyleGAN2 paper traces its droplet artefacts to instance norm; here it was
+    not what paints the outlined shapes: docs/variational.md, session 18).
 
     The std is parameterised as 1 + a, around plain normalisation. The map keeps PyTorch's random init (only the
     bias starts at zero): with a zero map the code has no effect at first, the style encoder gets no
@@ -284,9 +284,10 @@ def pixel_noise(height: int, width: int, offsets: torch.Tensor) -> torch.Tensor:
 class NoiseInjection(nn.Module):
     """StyleGAN's noise inputs: ``x + strength * noise``, one ``pixel_noise`` map for all channels and a learned
     strength per channel, starting at 0 (the block's function is unchanged until training finds a use for it).
-    A decoder without it has one source of detail, the photo: it paints the paintings' contrast onto the faint
-    gradients of skies and walls (the outlined shapes of docs/variational.md, sessions 17-18). Training draws
-    fresh noise per image (random offsets); inference uses offset ``salt``, the same pattern for every image."""
+    A decoder without it has one source of detail, the photo, and paints the paintings' contrast onto the faint
+    gradients of skies and walls (docs/variational.md, session 18; 200 fine-tuning steps with noise did not change
+    that). Training draws fresh noise per image (random offsets); inference uses offset ``salt``, the same pattern
+    for every image."""
 
     # Adam moves a parameter by ~lr a step: the gain lets a fine-tune at lr 2e-4 reach strengths of order 1 within a
     # few hundred steps (StyleGAN's equalised learning rate, for this one parameter)
