@@ -118,8 +118,8 @@ def export(cfg: DictConfig) -> str:
     if cfg.export_format not in EXPORTERS:
         raise StylizeError(f"unknown export_format {cfg.export_format!r}: {', '.join(EXPORTERS)}")
     options = {"quantize": cfg.quantize} if cfg.quantize else {}
-    if options and cfg.export_format != "onnx":
-        raise StylizeError(f"quantize={cfg.quantize} applies to export_format=onnx")
+    if options and cfg.export_format not in ("onnx", "aoti"):
+        raise StylizeError(f"quantize={cfg.quantize} applies to export_format=onnx or aoti")
     if cfg.export_format == "aoti":
         options["precision"] = cfg.precision
     elif cfg.precision not in ("auto", "fp32"):

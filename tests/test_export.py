@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from nststyle.export import EXPORTERS, export_onnx
+from nststyle.export import EXPORTERS, _graphs, calibration_inputs, export_onnx, quantize_style_path_pt2e
 from nststyle.images import resize_max
 from nststyle.models.variational import AdaIN, NoiseInjection, VariationalStyleNet
 from nststyle.stylize import ExportedStylizer, StylizeError, load_stylizer
@@ -169,6 +169,54 @@ def test_int8_export_runs_is_smaller_and_close_to_float32(tiny_vgg_checkpoint, t
     assert (output - expected).abs().mean() < 0.01
 
 
+def _sample_pair(content_size: int = 128, style_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    photo = resize_max(torch.from_numpy(skdata.coffee().copy()).permute(2, 0, 1).float().div(255), content_size, 8)
+    painting = resize_max(torch.from_numpy(skdata.rocket().copy()).permute(2, 0, 1).float().div(255), style_size)
+    return photo[None], painting[None]
+
+
+def test_pt2e_int8_quantises_the_style_path_alone(tiny_vgg_checkpoint):
+    """``export_format=aoti quantize=int8``: torchao's PT2E quantisation of the (content, style) graph puts int8
+    weights on VGG-19's nine convolutions to relu4_1 and on nothing of the content encoder or the decoder."""
+    pytest.importorskip("torchao")
+    stylizer = load_stylizer(tiny_vgg_checkpoint, "cpu")
+    _, module, inputs, _, dynamic = _graphs(stylizer)[0]
+    calibration = calibration_inputs(4, content_size=96, style_size=64, multiple=stylizer.multiple)
+    quantized = quantize_style_path_pt2e(module, inputs, dynamic, calibration)
+    convolutions = [node for node in quantized.graph.nodes if node.target == torch.ops.aten.conv2d.default]
+    int8 = [node for node in convolutions if "dequantize" in str(node.args[1].target)]
+    assert len(int8) == 9 and len(convolutions) > 9 + 8  # the content encoder's and decoder's stay float
+    for node in int8:
+        assert next(reversed(node.meta["nn_module_stack"].values()))[0].startswith("net.style_encoder.vgg")
+    photo, painting = _sample_pair()
+    with torch.no_grad():
+        expected, output = module(photo, painting), quantized(photo, painting)
+    assert output.shape == expected.shape == photo.shape
+    assert 0 < (output - expected).abs().mean() < 0.01  # quantised (not the float graph), and close to it
+
+
+@pytest.mark.slow
+def test_aoti_int8_package_runs_with_torch_alone(tiny_vgg_checkpoint, tmp_path):
+    pytest.importorskip("torchao")
+    stylizer = load_stylizer(tiny_vgg_checkpoint, "cpu")
+    files = EXPORTERS["aoti"](stylizer, tmp_path, "tiny", precision="fp32", quantize="int8")
+    assert [f.name for f in files] == ["tiny.pt2", "tiny_decode.pt2", "tiny_int8.pt2"]
+    assert files[2].stat().st_size < 0.5 * files[0].stat().st_size  # the VGG weights in int8
+    exported = load_stylizer(files[2])
+    assert exported.style_size == 64 and exported.colour_shift == 0.5 and exported.colour_match == 0.25
+    photo, painting = _sample_pair()
+    torch.save((photo, painting), tmp_path / "pair.pt")
+    # a process that never imports torchao (nor nststyle) runs the package
+    script = (f"import sys, torch; package = torch._inductor.aoti_load_package({str(files[2])!r}); "
+              f"pair = torch.load({str(tmp_path / 'pair.pt')!r}); torch.save(package(*pair), {str(tmp_path / 'out.pt')!r}); "
+              "assert not [name for name in sys.modules if name.startswith(('torchao', 'nststyle'))]")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    output = torch.load(tmp_path / "out.pt")
+    expected = load_stylizer(files[0]).graph(content=photo, style=painting)
+    assert output.shape == photo.shape and 0 < (output - expected).abs().mean() < 0.01
+
+
 def test_int8_options_fail_in_one_line(tiny_checkpoint, inverse_checkpoint, tmp_path, monkeypatch):
     with pytest.raises(StylizeError, match="unknown quantize 'int4'"):
         export_onnx(load_stylizer(tiny_checkpoint, "cpu"), tmp_path, "tiny", quantize="int4")
@@ -183,7 +231,15 @@ def test_int8_options_fail_in_one_line(tiny_checkpoint, inverse_checkpoint, tmp_
     result = subprocess.run([sys.executable, "infer.py", "mode=export", f"ckpt={tiny_checkpoint}", "quantize=int8",
                              "export_format=torchscript", f"export_dir={tmp_path}"], cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode == 1 and result.stderr.strip() == "error: quantize=int8 applies to export_format=onnx"
+    assert result.returncode == 1 and result.stderr.strip() == ("error: quantize=int8 applies to export_format=onnx "
+                                                                 "or aoti")
+    with pytest.raises(StylizeError, match="applies to the variational model"):
+        EXPORTERS["aoti"](load_stylizer(inverse_checkpoint, "cpu"), tmp_path, "inv", quantize="int8")
+    for module in ["torchao", *(name for name in sys.modules if name.startswith("torchao."))]:
+        monkeypatch.setitem(sys.modules, module, None)  # as if torchao were not installed
+    with pytest.raises(StylizeError, match="needs torchao") as error:
+        EXPORTERS["aoti"](load_stylizer(tiny_checkpoint, "cpu"), tmp_path, "tiny", quantize="int8")
+    assert "\n" not in str(error.value)
     with pytest.raises(StylizeError, match="unknown precision 'fp16'"):
         EXPORTERS["aoti"](load_stylizer(tiny_checkpoint, "cpu"), tmp_path, "tiny", precision="fp16")
     result = subprocess.run([sys.executable, "infer.py", "mode=export", f"ckpt={tiny_checkpoint}", "precision=bf16",

@@ -12,7 +12,8 @@ Contenders per size (longer side of the photo; the painting at the same size):
 - ``pytorch_bf16``: the same with ``precision="bf16"`` (bfloat16 autocast; pays on CPUs with AVX512-BF16);
 - with ``--compile``, ``bf16_compiled``: that with ``compile=True`` (torch.compile; compiled at the warm-up);
 - with ``--aoti``, ``aoti``: the model exported by ``infer.py mode=export export_format=aoti`` (an AOTInductor
-  package, bf16 where the CPU runs it natively), run with torch alone;
+  package, bf16 where the CPU runs it natively), run with torch alone, and ``aoti_int8``: the same with
+  ``quantize=int8`` (the style path's VGG-19 in int8, torchao's PT2E quantisation);
 - with ``--also CKPT ...``, ``<file stem>_int8`` for each: another checkpoint or shipped file exported the same
   way (int8), in the same alternation (e.g. a candidate against the shipped model).
 Our model reads the painting at its ``style_size`` (as ``infer.py`` does), the Magenta model at 256 x 256.
@@ -58,7 +59,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         files = export_onnx(model, folder, "model", quantize="int8")
         exported, exported_int8 = load_stylizer(files[0]), load_stylizer(files[-1])
-        others = {"aoti": load_stylizer(export_aoti(model, folder, "model")[0])} if args.aoti else {}
+        others = {}
+        if args.aoti:
+            files = export_aoti(model, folder, "model", quantize="int8")
+            others = {"aoti": load_stylizer(files[0]), "aoti_int8": load_stylizer(files[-1])}
         for index, path in enumerate(args.also):
             other = export_onnx(load_stylizer(path, "cpu"), folder, f"other{index}", quantize="int8")[-1]
             others[f"{Path(path).stem}_int8"] = load_stylizer(other)
