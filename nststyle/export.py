@@ -51,7 +51,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from .images import resize_max
 from .sample_set import content_images, style_images
 from .stylize import (COLOUR_CARD, METADATA_KEY, PRECISIONS, InverseStylizer, Stylizer, StylizeError,
-                      VariationalStylizer, quiet_cpp_extension)
+                      VariationalStylizer, compiled_cpu_flags, quiet_cpp_extension)
 from .swap import bf16_is_fast
 
 QUANTIZATIONS = ("int8",)
@@ -345,7 +345,8 @@ def export_aoti(stylizer: Stylizer, out_dir: str | Path, name: str, precision: s
         graphs.append(("_int8", quantize_style_path_pt2e(module, inputs, dynamic, calibration), inputs, names, dynamic))
     quiet_cpp_extension()
     bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(torch.device("cpu")))
-    metadata = json.dumps(_metadata(stylizer) | {"precision": "bf16" if bf16 else "fp32"})
+    metadata = json.dumps(_metadata(stylizer) | {"precision": "bf16" if bf16 else "fp32",
+                                                 "cpu_flags": compiled_cpu_flags()})
     files = []
     for suffix, module, inputs, _, dynamic in graphs:
         path = Path(out_dir) / f"{name}{suffix}.pt2"

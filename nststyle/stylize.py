@@ -555,11 +555,40 @@ def quiet_cpp_extension() -> None:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
+# Inductor's -m options whose /proc/cpuinfo flag is spelt otherwise (the rest: "-" becomes "_")
+CPUINFO_NAMES = {"avx512bf16": "avx512_bf16", "avx512vnni": "avx512_vnni", "avx512fp16": "avx512_fp16"}
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags as Linux names them (``/proc/cpuinfo``); None where they cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), None)
+    return set(flags) if flags is not None else None
+
+
+def compiled_cpu_flags() -> list[str]:
+    """The CPU features Inductor builds this machine's C++ kernels for (its ``-m`` options: the vector ISA,
+    AVX512-BF16 or VNNI where present), as ``/proc/cpuinfo`` names them."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa  # Inductor's import is slow: only where AOTI is used
+
+    options = (flag[2:] for flag in pick_vec_isa().build_arch_flags().split() if flag.startswith("-m"))
+    return sorted({CPUINFO_NAMES.get(option, option.replace("-", "_")) for option in options if "=" not in option})
+
+
 def _aoti_runner(file: Path):
     quiet_cpp_extension()
     with zipfile.ZipFile(file) as archive:  # the card, an extra file of the package (nststyle.export.export_aoti)
         cards = [name for name in archive.namelist() if name.endswith(f"/extra/{METADATA_KEY}")]
         metadata = json.loads(archive.read(cards[0])) if cards else {}
+    # kernels built for instructions this CPU lacks would end the process (SIGILL) at the first image
+    here = cpu_flags()
+    missing = [flag for flag in metadata.get("cpu_flags", []) if here is not None and flag not in here]
+    if missing:
+        raise StylizeError(f"{file} was compiled for a CPU with {', '.join(missing)}, which this one lacks: export it "
+                           "again on this machine (infer.py mode=export export_format=aoti)")
     module = torch._inductor.aoti_load_package(str(file))
 
     @torch.no_grad()

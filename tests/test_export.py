@@ -1,7 +1,9 @@
 """Export (infer.py mode=export): ONNX graphs that onnxruntime runs, and TorchScript files and AOTInductor
 packages that torch alone runs, at any image size, like the PyTorch model."""
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from skimage import data as skdata
 from nststyle.export import EXPORTERS, _graphs, calibration_inputs, export_onnx, quantize_style_path_pt2e
 from nststyle.images import resize_max
 from nststyle.models.variational import AdaIN, NoiseInjection, VariationalStyleNet
+from nststyle import stylize
 from nststyle.stylize import ExportedStylizer, StylizeError, load_stylizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +91,23 @@ def test_aoti_bf16_package_matches_pytorch_bf16(tiny_checkpoint, tmp_path):
     assert output.dtype == torch.float32 and output.shape == reference.shape
     assert (output - reference).abs().mean() < 5e-3  # both in bfloat16 (8 bits of mantissa), kernels differ
     assert exported.colour_match == 0.4  # the card travels in the package
+
+
+def test_aoti_package_refuses_a_cpu_without_its_instructions(tiny_checkpoint, tmp_path, monkeypatch):
+    """A package's kernels use the exporting CPU's vector instructions; on a CPU without them the process would
+    die (SIGILL) at the first image, so loading says so in one line instead."""
+    flags = stylize.cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    needed = stylize.compiled_cpu_flags()
+    assert needed and set(needed) <= flags  # what this machine compiles for, it has
+    file = tmp_path / "tiny.pt2"
+    with zipfile.ZipFile(file, "w") as archive:  # only the card is read before the check
+        archive.writestr(f"tiny/extra/{stylize.METADATA_KEY}", json.dumps({"cpu_flags": needed}))
+    monkeypatch.setattr(stylize, "cpu_flags", lambda: flags - {needed[0]})
+    with pytest.raises(StylizeError, match=f"compiled for a CPU with {needed[0]}, which this one lacks") as error:
+        load_stylizer(file)
+    assert "\n" not in str(error.value)
 
 
 def test_inverse_network_two_stage_pipeline_matches_pytorch(inverse_checkpoint, tmp_path, export_format):
