@@ -391,7 +391,9 @@ def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.T
     order, or those at ``positions``) and each of its ``Nc x K`` candidate style patches, for one pair of
     ``1 x C x H x W`` maps: for each of the ``k*k`` offsets,
     the candidates' style pixels are gathered and dotted with the content pixel, a chunk of content patches at
-    a time (memory: ``EXACT_SCORE_CHUNK * K * C`` values beside the two maps' pixel tables)."""
+    a time (memory: ``EXACT_SCORE_CHUNK * K * C`` values beside the two maps' pixel tables). On float32 CPU maps
+    the C kernel (``swap_kernel.candidate_scores``) reads the pixels in place instead: ~3x faster (the approximate
+    mode's second stage at 512 px: 0.04 s against 0.11-0.17 s, two threads)."""
     k, s = patch_size, stride
     width, style_width = content.shape[-1], style.shape[-1]
     cols_c, cols_s = _patch_grid(width, k, s), _patch_grid(style_width, k, s)
@@ -400,6 +402,11 @@ def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.T
     position = torch.arange(candidates.shape[0], device=content.device) if positions is None else positions
     content_corners = (position // cols_c) * s * width + (position % cols_c) * s
     style_corners = (candidates // cols_s) * s * style_width + (candidates % cols_s) * s
+    if (content_pixels.dtype == style_pixels.dtype == torch.float32 and content_pixels.device.type == "cpu"
+            and swap_kernel.available()):
+        scores = swap_kernel.candidate_scores(content_pixels, style_pixels, content_corners.contiguous(),
+                                              style_corners.contiguous(), k, width, style_width)
+        return scores * norms.reciprocal()[candidates]
     scores = content_pixels.new_zeros(candidates.shape)
     gathered = style_pixels.new_empty(min(EXACT_SCORE_CHUNK, candidates.shape[0]) * candidates.shape[1],
                                       style_pixels.shape[1])  # reused, like the first stage's buffers

@@ -223,3 +223,62 @@ int nststyle_screen_band(const uint16_t *products, const float *inverse_norms, f
                band_rows, first_row, style_columns, 0, 0, ratio, capacity, candidates, candidate_scores, counts};
     return run_jobs(&job, threads, screen_positions);
 }
+
+/* nststyle_candidate_scores: the exact patch inner products <c, s> (every channel of every pixel of the k x k
+ * patches) of content patches and each of their `count` candidate style patches, read from the maps as
+ * pixels x channels tables at the patches' corner pixels: what the PyTorch path of _candidate_scores gathers
+ * into buffers and multiplies, without the gathering. Sixteen partial sums per score (the vector lanes); the
+ * caller divides by the style patch norms. */
+typedef struct {
+    const float *content, *style;   /* content pixels x channels, style pixels x channels */
+    const int64_t *content_corners; /* positions: flat index of each content patch's corner pixel */
+    const int64_t *style_corners;   /* positions x count: of each candidate style patch */
+    float *scores;                  /* positions x count */
+    int64_t count, channels, patch, width, style_width, begin, end;
+} CandidateJob;
+
+static void *score_candidates(void *argument) {
+    const CandidateJob *job = argument;
+    const int64_t channels = job->channels, k = job->patch;
+    for (int64_t position = job->begin; position < job->end; position++) {
+        for (int64_t j = 0; j < job->count; j++) {
+            float lane[16] = {0}, tail = 0.0f;
+            for (int64_t dy = 0; dy < k; dy++)
+                for (int64_t dx = 0; dx < k; dx++) {
+                    const float *c = job->content + (job->content_corners[position] + dy * job->width + dx) * channels;
+                    const float *s = job->style
+                                     + (job->style_corners[position * job->count + j] + dy * job->style_width + dx)
+                                       * channels;
+                    int64_t channel = 0;
+                    for (; channel + 16 <= channels; channel += 16)
+                        for (int l = 0; l < 16; l++) lane[l] += c[channel + l] * s[channel + l];
+                    for (; channel < channels; channel++) tail += c[channel] * s[channel];
+                }
+            float sum = tail;
+            for (int l = 0; l < 16; l++) sum += lane[l];
+            job->scores[position * job->count + j] = sum;
+        }
+    }
+    return NULL;
+}
+
+void nststyle_candidate_scores(const float *content, const float *style, const int64_t *content_corners,
+                               const int64_t *style_corners, float *scores, int64_t positions, int64_t count,
+                               int64_t channels, int64_t patch, int64_t width, int64_t style_width, int threads) {
+    if (threads > 64) threads = 64;
+    if (threads > positions) threads = (int)positions;
+    if (threads < 1) threads = 1;
+    CandidateJob jobs[64];
+    pthread_t handles[64];
+    int created[64] = {0};
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (CandidateJob){content, style, content_corners, style_corners, scores, count, channels, patch,
+                                 width, style_width, positions * t / threads, positions * (t + 1) / threads};
+    for (int t = 1; t < threads; t++)
+        created[t] = pthread_create(&handles[t], NULL, score_candidates, &jobs[t]) == 0;
+    score_candidates(&jobs[0]);
+    for (int t = 1; t < threads; t++) {
+        if (created[t]) pthread_join(handles[t], NULL);
+        else score_candidates(&jobs[t]);  /* no thread: do its share here */
+    }
+}

@@ -6,7 +6,9 @@ matrix product of a band, the PyTorch path streams the ~150 MB product buffer th
 scaling pass and a max pass; the kernel makes one pass over it, summing each patch score in registers from the
 neighbouring rows it reads (mostly from cache), and keeps the running best itself
 (``tests/benchmarks/bench_swap.py`` prints both). The kernel sums in the PyTorch path's order and keeps the lower
-index on ties, so both choose the same patches (``tests/test_swap.py``).
+index on ties, so both choose the same patches (``tests/test_swap.py``). ``candidate_scores`` computes the exact
+scores of given candidate patches (the screened search's survivors, the approximate mode's second stage) from the
+maps' pixel tables, without gathering the patches first.
 
 Without a C compiler (or with ``NSTSTYLE_SWAP_KERNEL=0``) the PyTorch path runs instead, with a one-line warning
 when a compiler was there but failed. The library is cached in ``$NSTSTYLE_CACHE`` (default
@@ -82,6 +84,8 @@ def _build() -> ctypes.CDLL | None:
     lib.nststyle_screen_band.restype = ctypes.c_int
     lib.nststyle_screen_band.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_float] + [ctypes.c_int64] * 10
                                          + [ctypes.c_int])
+    lib.nststyle_candidate_scores.restype = None
+    lib.nststyle_candidate_scores.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int]
     return lib
 
 
@@ -133,3 +137,17 @@ def screen_band(products: torch.Tensor, inverse_norms: torch.Tensor, best_score:
         style_width, patch_size, stride, band_rows, first_row, style_columns, torch.get_num_threads())
     if failed:
         raise MemoryError("the style swap's C kernel could not allocate its row buffers")
+
+
+def candidate_scores(content_pixels: torch.Tensor, style_pixels: torch.Tensor, content_corners: torch.Tensor,
+                     style_corners: torch.Tensor, patch_size: int, width: int, style_width: int) -> torch.Tensor:
+    """``P x K`` exact inner products of the ``k x k`` content patches at ``content_corners`` (``P``, flat corner
+    pixel indices) with the style patches at ``style_corners`` (``P x K``), from ``pixels x channels`` tables of the
+    two maps (``width``, ``style_width``: their widths): ``swap._candidate_scores`` without gathering the patches.
+    float32 and int64, contiguous, on the CPU."""
+    scores = torch.empty(style_corners.shape, dtype=torch.float32)
+    _loaded.nststyle_candidate_scores(
+        content_pixels.data_ptr(), style_pixels.data_ptr(), content_corners.data_ptr(), style_corners.data_ptr(),
+        scores.data_ptr(), style_corners.shape[0], style_corners.shape[1], content_pixels.shape[1], patch_size, width,
+        style_width, torch.get_num_threads())
+    return scores

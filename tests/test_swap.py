@@ -239,6 +239,27 @@ def test_approximate_search_is_exact_when_every_style_patch_is_a_candidate(patch
     assert torch.equal(approximate, best_style_patches(content, style, patch_size, stride))
 
 
+@pytest.mark.parametrize("patch_size,stride,channels", [(3, 1, 64), (3, 2, 40), (2, 3, 21), (1, 1, 7)])
+def test_c_kernel_scores_candidates_as_the_plain_patch_products(patch_size, stride, channels, monkeypatch):
+    """The second stage's exact scores in C: <c, s> / ||s|| of whole patches, as unfolded patches give them (and
+    as the PyTorch path's gathered rows do), for any channel count (vector lanes and the remainder)."""
+    if not swap_kernel.available():
+        pytest.skip("no C compiler here")
+    generator = torch.Generator().manual_seed(patch_size * 10 + stride)
+    content, style = torch.rand(1, channels, 17, 21, generator=generator), torch.rand(1, channels, 15, 13,
+                                                                                       generator=generator)
+    norms = swap_module.style_patch_norms(style, patch_size, stride).flatten()
+    content_patches = F.unfold(content, patch_size, stride=stride)[0].t()  # Nc x C*k*k
+    candidates = torch.randint(0, norms.numel(), (content_patches.shape[0], 5), generator=generator)
+    expected = torch.einsum("nd,nkd->nk", content_patches.double(),
+                            F.unfold(style, patch_size, stride=stride)[0].t().double()[candidates]) / norms.double()[candidates]
+    scores = swap_module._candidate_scores(content, style, norms, candidates, patch_size, stride)
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=0)
+    monkeypatch.setattr(swap_kernel, "_loaded", False)  # the PyTorch path
+    torch.testing.assert_close(swap_module._candidate_scores(content, style, norms, candidates, patch_size, stride),
+                               scores, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("patch_size,stride", [(3, 1), (3, 2)])
 def test_approximate_style_swap_with_a_small_style_is_the_paper_swap(patch_size, stride):
     # 2 x 4 (stride 1) or 1 x 2 (stride 2) style patches: no more than the 8 default candidates
