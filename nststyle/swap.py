@@ -40,10 +40,13 @@ the rebuild is the same):
   patches, estimated in two steps (the 256 channels down to 48, then the 432-dimensional reduced patches down
   to 96), so that projecting all patches is one small matrix product and one convolution per map. The
   products are plain matrix products (no shifted sums), in bfloat16 where the CPU has it (AVX512-BF16/AMX:
-  2-2.5x float32): 48 GFLOP at 512 px. Each content patch keeps 8 candidates, found from group maxima
+  2-2.5x float32): 48 GFLOP at 512 px. Each content patch keeps 12 candidates, found from group maxima
   (element-wise maxima of contiguous slices of the score buffer) and a top-k over the groups, since a top-k
   over all 250M scores would alone take 0.5 s.
-* stage 2 computes the exact scores of the 8 candidates (all channels, gathered pixels) and keeps the best.
+* stage 2 computes the exact scores of the 12 candidates (all channels; in C on the CPU) and keeps the best.
+  Since the second stage runs in C (session 19) candidates are cheap: 12 instead of 8 cost 4 % of the search's
+  time at 512 px and raised the agreement with the exact search from 98.2 / 97.0 / 91.9 % to 99.1 / 98.5 /
+  94.9 % on three pairs (16: 99.5 / 99.1 / 96.7 % for 26 %).
 
 The content patches in the subspace's sample matter: from the style patches alone, the quarter of a photo's
 patches (sky, flat walls) whose best match is a near-tie among many bland style patches lose it (at 256 px,
@@ -288,7 +291,7 @@ def _screened_best(content: torch.Tensor, style: torch.Tensor, candidates: torch
 SWAP_MODES = ("exact", "approximate")
 APPROXIMATE_CHANNELS = 48    # first the pixels' channels are reduced to this many principal directions...
 APPROXIMATE_DIMS = 96        # ...then the reduced patches: the subspace of the first-stage scores
-APPROXIMATE_CANDIDATES = 8   # first-stage candidates per content patch, scored exactly
+APPROXIMATE_CANDIDATES = 12  # first-stage candidates per content patch, scored exactly
 APPROXIMATE_GROUP = 16       # style patches per group of the first-stage selection
 APPROXIMATE_SAMPLES = 2048   # pixels, then patches, the principal directions are estimated from (half from each map)
 APPROXIMATE_CHUNK_ELEMENTS = 1 << 23  # first-stage scores held at once (16 MB in bfloat16)
@@ -503,13 +506,15 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     ``mode``: ``"exact"`` (``best_style_patches``; memory bounded by ``chunk_size`` style patches at a time)
     or ``"approximate"`` (``approximate_best_style_patches``, a two-stage search; ``chunk_size`` content
     patches ranked at a time). Measured at relu3_1 of a 512 px photo and a 512 px painting (the pair of
-    ``tests/benchmarks/bench_swap.py``), on a 2-core CPU with AVX512-BF16: the approximate search picks the
-    exact search's style patch at 98.2 % of the positions (98.9 % at 256 px, 98.4 % at 384 px; 95.5-98.0 %
-    for four more photo/painting pairs at 512 px), and where it differs, the patch it picks scores within 1 %
-    of the best (median; 95 % of them within 5 %). The whole swap in ``bench_swap.py`` (a fresh process per
-    call, 2 threads, the other core idle): approximate 0.40 s; exact 0.68 s screened in bfloat16, 1.16 s over
-    float32 products with the C scoring pass (``nststyle.swap_kernel``), 1.56 s with the PyTorch one. Extra
-    memory ~100 MB against 156 MB (PyTorch scoring: 420 MB). Both modes share the rebuild.
+    ``tests/benchmarks/bench_swap.py``), on a 2-core CPU with AVX512-BF16 and AMX (session 11, 8 candidates): the
+    approximate search picks the exact search's style patch at 98.2 % of the positions (98.9 % at 256 px, 98.4 %
+    at 384 px; 95.5-98.0 % for four more photo/painting pairs at 512 px), and where it differs, the patch it
+    picks scores within 1 % of the best (median; 95 % of them within 5 %). The whole swap in ``bench_swap.py``
+    (a fresh process per call, 2 threads, the other core idle): approximate 0.40 s; exact 0.68 s screened in
+    bfloat16, 1.16 s over float32 products with the C scoring pass (``nststyle.swap_kernel``), 1.56 s with the
+    PyTorch one. Extra memory ~100 MB against 156 MB (PyTorch scoring: 420 MB). Both modes share the rebuild.
+    Session 19 (AVX512-BF16, no AMX; 12 candidates scored in C): 99.1 % on that pair, 98.5 % and 94.9 % on two
+    more (blonde_girl x brushstrokes, cornell x en_campo_gris); exact 0.94-0.99 s, approximate ~0.5 s.
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")

@@ -206,7 +206,7 @@ def test_inverse_stylizer_is_swap_then_decoder(tmp_path):
                                module.net(style_swap(module.encode(content), module.encode(style), 5, 2)))
     with pytest.raises(StylizeError, match="stride"):
         load_stylizer(tmp_path / "inverse.ckpt", "cpu", patch_size=3, stride=4)
-    # the approximate swap (49 style patches at relu3_1 here: its first stage prunes them to 8 candidates)
+    # the approximate swap (49 style patches at relu3_1 here: its first stage prunes them to 12 candidates)
     stylizer = load_stylizer(tmp_path / "inverse.ckpt", "cpu", swap_mode="approximate")
     assert stylizer.swap_mode == "approximate"
     approximate = style_swap(module.encode(content), module.encode(style), 3, 1, mode="approximate")

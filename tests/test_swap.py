@@ -286,7 +286,7 @@ def test_approximate_search_takes_the_exact_best_whenever_it_is_a_candidate(monk
 @pytest.mark.parametrize("stride", [1, 2])
 def test_approximate_search_agrees_with_exact_on_structured_features(stride):
     # 64 channels: both reductions run (64 -> 48 channels, 432 -> 96 patch dimensions); 576 style patches
-    # for 8 candidates: the first stage really prunes
+    # for 12 candidates: the first stage really prunes
     content, style = structured_features(64, 24, 28, seed=1), structured_features(64, 26, 26, seed=2)
     agreement = (approximate_best_style_patches(content, style, stride=stride)
                  == best_style_patches(content, style, stride=stride)).float().mean()
@@ -301,7 +301,7 @@ def test_approximate_search_agrees_with_exact_on_structured_features(stride):
 def test_approximate_search_handles_batches_and_pairwise_styles_like_single_pairs():
     scales = torch.tensor([1.0, 0.5], dtype=torch.float64).view(2, 1, 1, 1)
     content = structured_features(64, 12, 14, seed=3) * scales + relu_features(2, 64, 12, 14, seed=28) * 0.1
-    shared = structured_features(64, 11, 13, seed=4)  # 99 style patches for 8 candidates
+    shared = structured_features(64, 11, 13, seed=4)  # 99 style patches for 12 candidates
     pairwise = torch.cat([shared, structured_features(64, 11, 13, seed=5)])
     for style in (shared, pairwise):
         batched = approximate_best_style_patches(content, style)
