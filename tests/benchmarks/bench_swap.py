@@ -12,11 +12,12 @@ the three methods alternate ``--repeats`` times per size. Reported:
          torch.cuda.max_memory_allocated instead);
   agree  the fraction of content positions where the approximate search picks the exact search's style
          patch (``approximate_best_style_patches`` against ``best_style_patches``, computed once, untimed),
-         and the relative L2 difference of the two swapped maps.
+         and the relative L2 difference of the two swapped maps; with ``--more-pairs N``, that fraction on N more
+         photo/painting pairs of ../shared/images too (untimed), with its lowest and median value.
 The exact and reference outputs are compared element-wise. A reference that dies (out of memory) is
 reported as skipped.
 
-    python tests/benchmarks/bench_swap.py [--sizes 256 384 512] [--repeats 3] [--threads 1]
+    python tests/benchmarks/bench_swap.py [--sizes 256 384 512] [--repeats 3] [--threads 1] [--more-pairs N]
 """
 from __future__ import annotations
 
@@ -48,12 +49,12 @@ def square_crop(path: Path, size: int) -> torch.Tensor:
     return image[..., top: top + size, left: left + size].clamp(0, 1)
 
 
-def relu3_1_features(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def relu3_1_features(size: int, photo: Path = PHOTO, painting: Path = PAINTING) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from nststyle.features import VGGEncoder
         encoder = VGGEncoder(["relu3_1"], weights="caffe")
         with torch.no_grad():
-            return encoder(square_crop(PHOTO, size))["relu3_1"], encoder(square_crop(PAINTING, size))["relu3_1"]
+            return encoder(square_crop(photo, size))["relu3_1"], encoder(square_crop(painting, size))["relu3_1"]
     except (ImportError, OSError) as error:  # encoder or images unavailable: features of the right shape
         print(f"  (random ReLU features: {error})")
         return torch.randn(1, 256, size // 4, size // 4).relu(), torch.randn(1, 256, size // 4, size // 4).relu()
@@ -132,11 +133,21 @@ def agreement(content: torch.Tensor, style: torch.Tensor) -> float:
     return (approximate_best_style_patches(content, style) == best_style_patches(content, style)).float().mean().item()
 
 
+def more_pairs(count: int) -> list[tuple[Path, Path]]:
+    """``count`` photo/painting pairs of ../shared/images besides the benchmark's own, in name order, each photo and
+    painting once."""
+    photos = [path for path in sorted((IMAGES / "content").glob("*.jpg")) if path.name != PHOTO.name]
+    paintings = [path for path in sorted((IMAGES / "style").glob("*.jpg")) if path.name != PAINTING.name]
+    return list(zip(photos, paintings))[:count]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 384, 512])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--more-pairs", type=int, default=0, metavar="N",
+                        help="also the approximate search's agreement on N more photo/painting pairs of ../shared/images")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,6 +201,13 @@ def main() -> None:
                       f"speed-up {exact['time'] / approximate['time']:.2f}x",
                       flush=True)
             rows.append((size, exact, exact_float32, exact_pytorch, approximate, reference, agree, relative))
+            if args.more_pairs:
+                found = [(photo.stem, painting.stem, agreement(*relu3_1_features(size, photo, painting)))
+                         for photo, painting in more_pairs(args.more_pairs)]
+                print(f"  approximate vs exact on {len(found)} more pairs: "
+                      + ", ".join(f"{photo} x {painting} {100 * share:.1f} %" for photo, painting, share in found)
+                      + f"; lowest {100 * min(share for *_, share in found):.1f} %, median "
+                      f"{100 * statistics.median(share for *_, share in found):.1f} %", flush=True)
     print("\nsize  exact_s  float32_s  pytorch_s  approx_s  speedup  agree_%  rel_diff  ref_s  exact_MB  approx_MB  ref_MB")
     cell = lambda result, key, form: format(result[key], form) if result else "-"
     for size, exact, exact_float32, exact_pytorch, approximate, reference, agree, relative in rows:
