@@ -77,7 +77,8 @@ def low_frequency_change(images: torch.Tensor, cells: int = 12, amplitude: float
     cell = min(height, width) / cells
     grid = torch.rand(len(images), 1, math.ceil(height / cell) + 1, math.ceil(width / cell) + 1, generator=generator,
                       device=images.device if generator is None else generator.device)
-    return amplitude * F.interpolate(grid * 2 - 1, size=(height, width), mode="bilinear", align_corners=True).to(images.device)
+    change = amplitude * F.interpolate(grid * 2 - 1, size=(height, width), mode="bilinear", align_corners=True)
+    return change.to(images.device)
 
 
 def stability_gain(output: torch.Tensor, moved: torch.Tensor, change: torch.Tensor) -> torch.Tensor:

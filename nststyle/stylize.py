@@ -585,7 +585,7 @@ def _aoti_runner(file: Path):
         metadata = json.loads(archive.read(cards[0])) if cards else {}
     # kernels built for instructions this CPU lacks would end the process (SIGILL) at the first image
     here = cpu_flags()
-    missing = [flag for flag in metadata.get("cpu_flags", []) if here is not None and flag not in here]
+    missing = [] if here is None else [flag for flag in metadata.get("cpu_flags", []) if flag not in here]
     if missing:
         raise StylizeError(f"{file} was compiled for a CPU with {', '.join(missing)}, which this one lacks: export it "
                            "again on this machine (infer.py mode=export export_format=aoti)")

@@ -409,12 +409,19 @@ def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.T
             and swap_kernel.available()):
         scores = swap_kernel.candidate_scores(content_pixels, style_pixels, content_corners.contiguous(),
                                               style_corners.contiguous(), k, width, style_width)
-        return scores * norms.reciprocal()[candidates]
-    scores = content_pixels.new_zeros(candidates.shape)
-    gathered = style_pixels.new_empty(min(EXACT_SCORE_CHUNK, candidates.shape[0]) * candidates.shape[1],
+    else:
+        scores = _gathered_scores(content_pixels, style_pixels, content_corners, style_corners, k, width, style_width)
+    return scores * norms.reciprocal()[candidates]
+
+
+def _gathered_scores(content_pixels: torch.Tensor, style_pixels: torch.Tensor, content_corners: torch.Tensor,
+                     style_corners: torch.Tensor, k: int, width: int, style_width: int) -> torch.Tensor:
+    """``swap_kernel.candidate_scores`` in PyTorch: the candidates' pixels gathered per offset, a chunk at a time."""
+    scores = content_pixels.new_zeros(style_corners.shape)
+    gathered = style_pixels.new_empty(min(EXACT_SCORE_CHUNK, style_corners.shape[0]) * style_corners.shape[1],
                                       style_pixels.shape[1])  # reused, like the first stage's buffers
-    for start in range(0, candidates.shape[0], EXACT_SCORE_CHUNK):
-        stop = min(start + EXACT_SCORE_CHUNK, candidates.shape[0])
+    for start in range(0, style_corners.shape[0], EXACT_SCORE_CHUNK):
+        stop = min(start + EXACT_SCORE_CHUNK, style_corners.shape[0])
         corners, style_chunk, out = content_corners[start: stop], style_corners[start: stop], scores[start: stop]
         rows = gathered[: style_chunk.numel()]
         for dy in range(k):
@@ -422,7 +429,7 @@ def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.T
                 pixel = content_pixels.index_select(0, corners + dy * width + dx)  # n x C
                 torch.index_select(style_pixels, 0, (style_chunk + dy * style_width + dx).flatten(), out=rows)
                 out += rows.view(*style_chunk.shape, -1).mul_(pixel[:, None]).sum(2)
-    return scores * norms.reciprocal()[candidates]
+    return scores
 
 
 @torch.no_grad()  # an argmax: no gradient flows through the search
