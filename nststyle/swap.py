@@ -32,21 +32,26 @@ This implementation computes the same result with bounded memory and about a nin
 The content patch's own norm is the same for every candidate, so it never changes the argmax and is
 not computed.
 
-``style_swap(..., mode="approximate")`` searches in two stages instead (``approximate_best_style_patches``;
-the rebuild is the same):
+``style_swap(..., mode="approximate")`` searches in two stages and a propagation instead
+(``approximate_best_style_patches``; the rebuild is the same):
 
 * stage 1 scores every (content patch, style patch) pair approximately, by their inner product in a
   96-dimensional subspace of the patches: the principal directions of a random sample of content *and* style
   patches, estimated in two steps (the 256 channels down to 48, then the 432-dimensional reduced patches down
   to 96), so that projecting all patches is one small matrix product and one convolution per map. The
-  products are plain matrix products (no shifted sums), in bfloat16 where the CPU has it (AVX512-BF16/AMX:
-  2-2.5x float32): 48 GFLOP at 512 px. Each content patch keeps 12 candidates, found from group maxima
-  (element-wise maxima of contiguous slices of the score buffer) and a top-k over the groups, since a top-k
-  over all 250M scores would alone take 0.5 s.
+  products are bfloat16 where the hardware has it, and bfloat16 rounding is what used to cost agreement on
+  bland photos (sky, water: many near-equal style patches, the best ahead by ~0.1 %), so the operands carry the
+  rounding remainders of the four leading directions (``_bfloat16_operands``). On a CPU with AVX512-BF16 the C
+  kernel (``swap_kernel.rank_candidates``) sums the products in float32 registers, tile by tile, and keeps each
+  content patch's 12 best style patches without ever holding the 250M scores (26 GMAC at 512 px, 0.17 s on two
+  threads). Elsewhere (GPUs, other CPUs) matrix products of chunks of content patches give the scores, rounded
+  to bfloat16 relative to a per-patch baseline (an extra dimension), and 12 candidates come from group maxima
+  (element-wise maxima of contiguous slices of the score buffer) and a top-k over the groups.
 * stage 2 computes the exact scores of the 12 candidates (all channels; in C on the CPU) and keeps the best.
-  Since the second stage runs in C (session 19) candidates are cheap: 12 instead of 8 cost 4 % of the search's
-  time at 512 px and raised the agreement with the exact search from 98.2 / 97.0 / 91.9 % to 99.1 / 98.5 /
-  94.9 % on three pairs (16: 99.5 / 99.1 / 96.7 % for 26 %).
+* propagation (PatchMatch, Barnes et al. 2009): each content patch also scores its four neighbours' choices,
+  shifted by one step, exactly, and keeps the best.
+At 512 px over eleven photo/painting pairs the search picks the exact search's patch at 98.0-99.7 % of the
+positions (median 99.4 %); before the remainders and the propagation (session 19) 90.0-99.4 %.
 
 The content patches in the subspace's sample matter: from the style patches alone, the quarter of a photo's
 patches (sky, flat walls) whose best match is a near-tie among many bland style patches lose it (at 256 px,
@@ -54,7 +59,11 @@ patches (sky, flat walls) whose best match is a near-tie among many bland style 
 content patches in the sample). Tried and dropped (same measure, 8 candidates, 256 px): a stride-2 grid of
 style candidates plus their 3 x 3 neighbours (77 % even with exact scores on the grid: relu3_1 patches one
 pixel apart differ too much); k-means buckets of style patches (90 % while scanning 13 % of the pairs);
-reduced channels in the exact pixel-product scheme (its shifted sums over all 268M pixel pairs stay).
+reduced channels in the exact pixel-product scheme (its shifted sums over all 268M pixel pairs stay). At 512 px
+(session 20): stage 1 on every other content row or a checkerboard, the rest from the neighbours' choices by
+propagation (66-79 % over the eleven pairs: neighbouring patches' best matches are far less often one step
+apart than the propagation's gain on top of stage 1 suggests); 64 dimensions with the remainders and propagation
+(95.1 % at worst) for ~10 % of the time.
 """
 from __future__ import annotations
 
@@ -245,7 +254,11 @@ def _patches_at(features: torch.Tensor, patch_size: int, stride: int, positions:
     corner = (positions // columns) * s * width + (positions % columns) * s
     window = torch.arange(k, device=features.device)
     offsets = (window[:, None] * width + window).flatten()
-    pixels = features[0].flatten(1).index_select(1, (corner[:, None] + offsets).flatten())  # C x (n k^2)
+    flat = (corner[:, None] + offsets).flatten()
+    if features.is_contiguous(memory_format=torch.channels_last):  # gather whole pixel rows, no transposing copy
+        pixels = features[0].flatten(1).t().index_select(0, flat).t()  # C x (n k^2)
+    else:
+        pixels = features[0].flatten(1).index_select(1, flat)
     return pixels.view(features.shape[1], -1, k * k).transpose(0, 1).flatten(1)
 
 
@@ -295,6 +308,9 @@ APPROXIMATE_CANDIDATES = 12  # first-stage candidates per content patch, scored 
 APPROXIMATE_GROUP = 16       # style patches per group of the first-stage selection
 APPROXIMATE_SAMPLES = 2048   # pixels, then patches, the principal directions are estimated from (half from each map)
 APPROXIMATE_CHUNK_ELEMENTS = 1 << 23  # first-stage scores held at once (16 MB in bfloat16)
+APPROXIMATE_SPLIT = 4        # leading directions whose bfloat16 rounding remainders the first stage keeps
+APPROXIMATE_BASELINE_SAMPLES = 64  # style patches whose best score is each content patch's first-stage baseline
+APPROXIMATE_PROPAGATION = 1  # rounds of PatchMatch propagation after the second stage
 EXACT_SCORE_CHUNK = 256      # content patches whose candidates are gathered at once in the second stage
 
 
@@ -346,12 +362,15 @@ def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: t
     (``dims`` multiply-adds each, bfloat16 where the hardware has it) are ranked a chunk of content patches at a
     time: the style patches form groups of ``APPROXIMATE_GROUP`` (every ``groups``-th one); the ``count`` groups
     with the highest maximum hold the ``count`` highest scores, and each gives its best patch. The group maxima
-    are element-wise maxima of contiguous slices, far cheaper than a top-k over every score."""
+    are element-wise maxima of contiguous slices, far cheaper than a top-k over every score. On a CPU with
+    AVX512-BF16 the C kernel ranks instead (``swap_kernel.rank_candidates``: the ``count`` best of all, from
+    float32 sums, without the score buffer)."""
     k, s = patch_size, stride
     if content.shape[1] > channels:  # pixels are 1 x 1 patches
         basis = _principal_directions(torch.cat([_sample_patches(features, 1, 1, APPROXIMATE_SAMPLES // 2, generator)
                                                  for features in (content, style)]), channels)
-        content, style = (torch.einsum("dc,bchw->bdhw", basis.t(), features) for features in (content, style))
+        # as rows of pixels: channels-last maps in and out, no transposing copy
+        content, style = ((features.permute(0, 2, 3, 1) @ basis).permute(0, 3, 1, 2) for features in (content, style))
     if content.shape[1] * k * k > dims:
         basis = _principal_directions(torch.cat([_sample_patches(features, k, s, APPROXIMATE_SAMPLES // 2, generator)
                                                  for features in (content, style)]), dims)
@@ -360,14 +379,18 @@ def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: t
         keys = F.conv2d(style, weight, stride=s)[0].flatten(1) / norms  # dims x Ns, of the unit-norm style patches
     else:
         queries, keys = F.unfold(content, k, stride=s)[0], F.unfold(style, k, stride=s)[0] / norms
+    # the first stage only ranks (bfloat16 where it is fast); the exact scores decide
+    if content.device.type == "cpu" and swap_kernel.can_rank():
+        queries, keys = _bfloat16_operands(queries, keys, generator, baseline=False)
+        return swap_kernel.rank_candidates(queries.t().contiguous(), keys.t().contiguous(), count)
     n_content, n_style = queries.shape[1], keys.shape[1]
     groups = max(count, -(-n_style // APPROXIMATE_GROUP))
     members = -(-n_style // groups)
+    if bf16_is_fast(content.device):
+        queries, keys = _bfloat16_operands(queries, keys, generator, baseline=True)
     # member m of group g is row m * groups + g of the table; the few padding rows repeat the first patches
     keys = torch.cat([keys, keys[:, : members * groups - n_style]], 1)
-    # the first stage only ranks (bfloat16 where it is fast); the exact scores decide
-    dtype = torch.bfloat16 if bf16_is_fast(content.device) else torch.float32
-    table, queries = keys.t().to(dtype).contiguous(), queries.t().to(dtype).contiguous()
+    table, queries = keys.t().contiguous(), queries.t().contiguous()
     per_chunk = min(n_content, chunk_size or max(1, APPROXIMATE_CHUNK_ELEMENTS // (members * groups)))
     member_offsets = torch.arange(members, device=content.device) * groups
     candidates = torch.empty(n_content, count, dtype=torch.long, device=content.device)
@@ -386,6 +409,50 @@ def _first_stage_candidates(content: torch.Tensor, style: torch.Tensor, norms: t
         best_members = scores.view(-1).index_select(0, where).view(-1, members).argmax(1).view(n, count)
         candidates[start: start + n] = (best_members * groups + best_groups) % n_style
     return candidates
+
+
+def _bfloat16_operands(queries: torch.Tensor, keys: torch.Tensor, generator: torch.Generator,
+                       baseline: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """bfloat16 ``D' x Nc`` queries and ``D' x Ns`` keys whose product ranks the style patches as the float32
+    product of the ``D x N`` operands does. Bland content patches (sky, water) have many near-equal style patches,
+    the best ahead by ~0.1 %, and two roundings blur that: the product's own, 8 bits of the whole score (at 512 px
+    it cost 7 % of the positions of one pair), and the operands', largest in the leading directions, where the
+    energy sits. So each content patch's scores are taken relative to a baseline, the best of a sample of style
+    patches, through one extra dimension (the rounded baseline shifts all of that patch's scores alike and the
+    products near the top are small), and the ``APPROXIMATE_SPLIT`` leading directions carry their rounding
+    remainders in extra dimensions (the ``hi * lo`` and ``lo * hi`` terms)."""
+    lead = slice(queries.shape[0] - APPROXIMATE_SPLIT, None)  # eigh orders the directions by ascending variance
+    query_rest, key_rest = (queries - queries.bfloat16().float())[lead], (keys - keys.bfloat16().float())[lead]
+    query_parts, key_parts = [queries, queries[lead], query_rest], [keys, key_rest, keys[lead]]
+    if baseline:
+        sample = torch.randperm(keys.shape[1], generator=generator)[:APPROXIMATE_BASELINE_SAMPLES].to(keys.device)
+        query_parts.append(-(keys[:, sample].t() @ queries).amax(0, keepdim=True))  # 1 x Nc
+        key_parts.append(torch.ones_like(keys[:1]))
+    return torch.cat(query_parts).bfloat16(), torch.cat(key_parts).bfloat16()
+
+
+def _propagated(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, best: torch.Tensor,
+                patch_size: int, stride: int, rounds: int) -> torch.Tensor:
+    """``best`` (``Hc' x Wc'`` style patch indices of one pair of maps) improved by PatchMatch's propagation
+    (Barnes et al. 2009): features are smooth at a pixel's scale, so a neighbour's best style patch, shifted
+    by the step to this content patch, is a likely best here. Each round scores the four neighbours' shifted
+    choices exactly and keeps the best (a choice changes only for a higher score, or an equal one at a lower
+    index, as in the exact search)."""
+    rows_c, cols_c = best.shape
+    rows_s, cols_s = (_patch_grid(size, patch_size, stride) for size in style.shape[-2:])
+    for _ in range(rounds):
+        proposals = [best]
+        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # the neighbour at (row - dy, col - dx)
+            target = (slice(max(dy, 0), rows_c + min(dy, 0)), slice(max(dx, 0), cols_c + min(dx, 0)))
+            source = (slice(max(-dy, 0), rows_c + min(-dy, 0)), slice(max(-dx, 0), cols_c + min(-dx, 0)))
+            row, col = best[source] // cols_s + dy, best[source] % cols_s + dx
+            inside = (row >= 0) & (row < rows_s) & (col >= 0) & (col < cols_s)
+            proposal = best.clone()
+            proposal[target] = torch.where(inside, row * cols_s + col, best[target])
+            proposals.append(proposal)
+        best = _best_candidate(content, style, norms, torch.stack(proposals, -1).view(-1, len(proposals)),
+                               patch_size, stride).view(rows_c, cols_c)
+    return best
 
 
 def _candidate_scores(content: torch.Tensor, style: torch.Tensor, norms: torch.Tensor, candidates: torch.Tensor,
@@ -441,12 +508,13 @@ def approximate_best_style_patches(content: torch.Tensor, style: torch.Tensor, p
     approximate mode. Stage 1 (``_first_stage_candidates``) ranks every style patch for every content patch by
     cheap approximate scores and keeps ``candidates`` per content patch; stage 2 computes their exact scores
     (``<c, s> / ||s||``, all channels) and takes the best, the lowest index among equal ones like the exact
-    search. So the result is the exact argmax wherever that patch is among the candidates, and always when the
-    style has at most ``candidates`` patches (then stage 1 is skipped). ``chunk_size`` bounds the content
-    patches ranked at once in stage 1 (default: about 8M scores). ``seed`` fixes the random patches the
-    subspaces are estimated from, so the result is deterministic. Agreement with the exact search and speed:
-    see ``style_swap``; more ``candidates`` or ``dims`` buy agreement with time (at 512 px, 112 dims and 64
-    channels: 97.3-99.1 % over the five pairs, ~20 % slower)."""
+    search; ``APPROXIMATE_PROPAGATION`` rounds of propagation (``_propagated``) then offer each content patch its
+    neighbours' choices. So the result is the exact argmax wherever that patch is among the candidates, and
+    always when the style has at most ``candidates`` patches (then stage 1 is skipped). ``chunk_size`` bounds the content
+    patches ranked at once in stage 1 where it holds scores (default: about 8M). ``seed`` fixes the random
+    patches the subspaces are estimated from, so the result is deterministic. Agreement with the exact search
+    and speed: see ``style_swap``; ``candidates`` and ``dims`` trade agreement for time (at 512 px over eleven
+    pairs, the lowest agreement: 96.7 % with 8 candidates, 97.2 % with 80 dimensions, 98.0 % by default)."""
     _check_inputs(content, style, patch_size, stride)
     if min(candidates, dims, channels) < 1:
         raise ValueError(f"candidates, dims and channels must be >= 1, got {candidates}, {dims}, {channels}")
@@ -454,8 +522,10 @@ def approximate_best_style_patches(content: torch.Tensor, style: torch.Tensor, p
     rows_c, cols_c = (_patch_grid(size, k, s) for size in content.shape[-2:])
     results = []
     for item in range(content.shape[0]):
-        content_map = content[item: item + 1]
-        style_map = style[item: item + 1] if style.shape[0] > 1 else style
+        # both stages read pixels as rows of channels: one transposing copy of each map serves them all
+        content_map = content[item: item + 1].contiguous(memory_format=torch.channels_last)
+        style_map = (style[item: item + 1] if style.shape[0] > 1 else style).contiguous(
+            memory_format=torch.channels_last)
         norms = style_patch_norms(style_map, k, s, eps).flatten()
         n_style = norms.numel()
         if candidates >= n_style:
@@ -463,8 +533,10 @@ def approximate_best_style_patches(content: torch.Tensor, style: torch.Tensor, p
         else:
             chosen = _first_stage_candidates(content_map, style_map, norms, k, s, candidates, dims, channels,
                                              chunk_size, torch.Generator().manual_seed(seed))
-        best = _best_candidate(content_map, style_map, norms, chosen, k, s)
-        results.append(best.view(rows_c, cols_c))
+        best = _best_candidate(content_map, style_map, norms, chosen, k, s).view(rows_c, cols_c)
+        if candidates < n_style:
+            best = _propagated(content_map, style_map, norms, best, k, s, APPROXIMATE_PROPAGATION)
+        results.append(best)
     return torch.stack(results)
 
 
@@ -496,7 +568,7 @@ def rebuild_from_patches(style: torch.Tensor, index: torch.Tensor, output_size: 
                                                                                                   out=buffer)
                 out[item, rows, columns] += chosen.view(rows_c, cols_c, channels)
             coverage[:, rows, columns] += 1
-    return out.div_(coverage.clamp_min(1)).permute(0, 3, 1, 2).contiguous()
+    return out.div_(coverage.clamp_min(1)).permute(0, 3, 1, 2)  # B x C x H x W, channels-last in memory
 
 
 def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, patch_size: int = 3, stride: int = 1,
@@ -528,8 +600,11 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     _check_inputs(content_features, style_features, patch_size, stride)
     height, width = content_features.shape[-2:]
     pad_rows, pad_cols = ((-(size - patch_size)) % stride if stride <= patch_size else 0 for size in (height, width))
-    content_features = F.pad(content_features, (0, pad_cols, 0, pad_rows), mode="replicate")
+    if pad_rows or pad_cols:
+        content_features = F.pad(content_features, (0, pad_cols, 0, pad_rows), mode="replicate")
     search = best_style_patches if mode == "exact" else approximate_best_style_patches
+    if mode == "approximate":  # its search and the rebuild read pixels as rows: one transposing copy serves both
+        style_features = style_features.contiguous(memory_format=torch.channels_last)
     index = search(content_features, style_features, patch_size, stride, chunk_size, eps)
     swapped = rebuild_from_patches(style_features, index, content_features.shape[-2:], patch_size, stride)
     return swapped[..., :height, :width]

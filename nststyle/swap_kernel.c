@@ -282,3 +282,141 @@ void nststyle_candidate_scores(const float *content, const float *style, const i
         else score_candidates(&jobs[t]);  /* no thread: do its share here */
     }
 }
+
+/* nststyle_rank_candidates: the approximate search's first stage in one pass, without the score matrix. For
+ * every content patch, the `count` style patches with the highest approximate scores <q, k> (bfloat16 operands
+ * of `pairs` * 2 dimensions, float32 sums: AVX512-BF16's dot products). The scores of a tile of 6 content
+ * patches x 64 style patches stay in 24 vector registers; a lane enters a content patch's list only when it
+ * beats the list's lowest score (a masked compare), so the selection costs little beside the products.
+ * Blocking: a block of style patches (`STYLE_BLOCK`, its keys ~200 KB, in the L2 cache) meets every content
+ * tile of the thread's range before the next block. Returns -1 when compiled without AVX512-BF16. */
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#include <math.h>
+#ifndef TILE_CONTENT
+#define TILE_CONTENT 6
+#define TILE_VECTORS 4                /* x 16 lanes: 64 style patches per tile */
+#define STYLE_BLOCK 1024              /* style patches per block (a multiple of the tile) */
+#endif
+
+typedef struct {
+    const uint16_t *keys;      /* style blocks of 16: [Ns_padded / 16][pairs][16][2], bfloat16 */
+    const uint32_t *queries;   /* content patches x pairs, each uint32 two bfloat16 dimensions */
+    int64_t *candidates;       /* content patches x count */
+    float *scores;             /* content patches x count: work space */
+    int64_t pairs, count, n_style, n_style_padded, begin, end;
+} RankJob;
+
+static inline void offer(float *scores, int64_t *indices, int64_t count, int64_t *filled, float *threshold,
+                         float score, int64_t index) {
+    int64_t slot;
+    if (*filled < count) {
+        slot = (*filled)++;
+    } else {
+        slot = 0;
+        for (int64_t j = 1; j < count; j++) if (scores[j] < scores[slot]) slot = j;
+    }
+    scores[slot] = score;
+    indices[slot] = index;
+    if (*filled == count) {
+        float lowest = scores[0];
+        for (int64_t j = 1; j < count; j++) if (scores[j] < lowest) lowest = scores[j];
+        *threshold = lowest;
+    }
+}
+
+static void *rank_candidates(void *argument) {
+    const RankJob *job = argument;
+    const int64_t pairs = job->pairs, count = job->count;
+    const int64_t n = job->end - job->begin;
+    float *threshold = malloc(sizeof(float) * (n > 0 ? n : 1));
+    int64_t *filled = calloc(n > 0 ? n : 1, sizeof(int64_t));
+    if (!threshold || !filled) { free(threshold); free(filled); return (void *)1; }
+    for (int64_t i = 0; i < n; i++) threshold[i] = -INFINITY;
+    for (int64_t block = 0; block < job->n_style_padded; block += STYLE_BLOCK) {
+        const int64_t block_end = block + STYLE_BLOCK < job->n_style_padded ? block + STYLE_BLOCK : job->n_style_padded;
+        for (int64_t c0 = job->begin; c0 < job->end; c0 += TILE_CONTENT) {
+            const int64_t rows = job->end - c0 < TILE_CONTENT ? job->end - c0 : TILE_CONTENT;
+            const uint32_t *q[TILE_CONTENT];
+            for (int r = 0; r < TILE_CONTENT; r++) q[r] = job->queries + (c0 + (r < rows ? r : 0)) * pairs;
+            for (int64_t s0 = block; s0 < block_end; s0 += 16 * TILE_VECTORS) {
+                __m512 acc[TILE_VECTORS][TILE_CONTENT];
+                for (int v = 0; v < TILE_VECTORS; v++)
+                    for (int r = 0; r < TILE_CONTENT; r++) acc[v][r] = _mm512_setzero_ps();
+                const uint16_t *k = job->keys + (s0 / 16) * pairs * 32;
+                for (int64_t p = 0; p < pairs; p++) {
+                    __m512bh key[TILE_VECTORS];
+                    for (int v = 0; v < TILE_VECTORS; v++)
+                        key[v] = (__m512bh)_mm512_loadu_si512((const void *)(k + (v * pairs + p) * 32));
+                    for (int r = 0; r < TILE_CONTENT; r++) {
+                        const __m512bh query = (__m512bh)_mm512_set1_epi32((int)q[r][p]);
+                        for (int v = 0; v < TILE_VECTORS; v++) acc[v][r] = _mm512_dpbf16_ps(acc[v][r], key[v], query);
+                    }
+                }
+                for (int r = 0; r < rows; r++) {
+                    const int64_t local = c0 - job->begin + r;
+                    float *list_scores = job->scores + (c0 + r) * count;
+                    int64_t *list_indices = job->candidates + (c0 + r) * count;
+                    __m512 top = acc[0][r];  /* one compare per content patch and tile: hits are rare */
+                    for (int v = 1; v < TILE_VECTORS; v++) top = _mm512_max_ps(top, acc[v][r]);
+                    if (!_mm512_cmp_ps_mask(top, _mm512_set1_ps(threshold[local]), _CMP_GT_OQ)) continue;
+                    for (int v = 0; v < TILE_VECTORS; v++) {
+                        __mmask16 above = _mm512_cmp_ps_mask(acc[v][r], _mm512_set1_ps(threshold[local]), _CMP_GT_OQ);
+                        if (!above) continue;
+                        float lane[16];
+                        _mm512_storeu_ps(lane, acc[v][r]);
+                        while (above) {
+                            const int l = __builtin_ctz(above);
+                            above &= above - 1;
+                            const int64_t index = s0 + v * 16 + l;
+                            if (index < job->n_style && lane[l] > threshold[local])
+                                offer(list_scores, list_indices, count, &filled[local], &threshold[local], lane[l],
+                                      index);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(threshold);
+    free(filled);
+    return NULL;
+}
+
+int nststyle_rank_candidates(const uint16_t *keys, const uint32_t *queries, int64_t *candidates, float *scores,
+                             int64_t n_content, int64_t n_style, int64_t n_style_padded, int64_t pairs, int64_t count,
+                             int threads) {
+    if (threads > 64) threads = 64;
+    if (threads > n_content) threads = (int)n_content;
+    if (threads < 1) threads = 1;
+    RankJob jobs[64];
+    pthread_t handles[64];
+    int created[64] = {0};
+    int failed = 0;
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (RankJob){keys, queries, candidates, scores, pairs, count, n_style, n_style_padded,
+                            n_content * t / threads, n_content * (t + 1) / threads};
+    for (int t = 1; t < threads; t++)
+        created[t] = pthread_create(&handles[t], NULL, rank_candidates, &jobs[t]) == 0;
+    failed |= rank_candidates(&jobs[0]) != NULL;
+    for (int t = 1; t < threads; t++) {
+        void *result = NULL;
+        if (created[t]) pthread_join(handles[t], &result);
+        else result = rank_candidates(&jobs[t]);
+        failed |= result != NULL;
+    }
+    return failed ? 1 : 0;
+}
+
+int nststyle_rank_supported(void) { return 1; }
+#else
+int nststyle_rank_candidates(const uint16_t *keys, const uint32_t *queries, int64_t *candidates, float *scores,
+                             int64_t n_content, int64_t n_style, int64_t n_style_padded, int64_t pairs, int64_t count,
+                             int threads) {
+    (void)keys; (void)queries; (void)candidates; (void)scores; (void)n_content; (void)n_style;
+    (void)n_style_padded; (void)pairs; (void)count; (void)threads;
+    return -1;
+}
+
+int nststyle_rank_supported(void) { return 0; }
+#endif

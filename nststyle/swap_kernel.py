@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 SOURCE = Path(__file__).with_name("swap_kernel.c")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
@@ -86,6 +87,10 @@ def _build() -> ctypes.CDLL | None:
                                          + [ctypes.c_int])
     lib.nststyle_candidate_scores.restype = None
     lib.nststyle_candidate_scores.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int]
+    lib.nststyle_rank_candidates.restype = ctypes.c_int
+    lib.nststyle_rank_candidates.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    lib.nststyle_rank_supported.restype = ctypes.c_int
+    lib.nststyle_rank_supported.argtypes = []
     return lib
 
 
@@ -151,3 +156,31 @@ def candidate_scores(content_pixels: torch.Tensor, style_pixels: torch.Tensor, c
         scores.data_ptr(), style_corners.shape[0], style_corners.shape[1], content_pixels.shape[1], patch_size, width,
         style_width, torch.get_num_threads())
     return scores
+
+
+RANK_TILE = 64  # style patches per register tile of nststyle_rank_candidates
+
+
+def can_rank() -> bool:
+    """Whether ``rank_candidates`` runs here: the kernel is loaded and was compiled with AVX512-BF16."""
+    return available() and bool(_loaded.nststyle_rank_supported())
+
+
+def rank_candidates(queries: torch.Tensor, keys: torch.Tensor, count: int) -> torch.Tensor:
+    """``Nc x count`` indices of the style patches (rows of the ``Ns x D`` bfloat16 ``keys``) with the highest
+    approximate scores ``<q, k>`` for each content patch (rows of the ``Nc x D`` bfloat16 ``queries``), in no
+    particular order: the ``Nc x Ns`` products and their top-k in one pass that never holds the products (float32
+    sums of bfloat16 products, AVX512-BF16). Needs ``count <= Ns``. Contiguous, on the CPU."""
+    odd = queries.shape[1] % 2  # dimensions go in pairs
+    queries = F.pad(queries, (0, odd)).contiguous()
+    pairs = queries.shape[1] // 2
+    padded = F.pad(keys, (0, odd, 0, -keys.shape[0] % RANK_TILE))
+    packed = padded.view(-1, 16, pairs, 2).transpose(1, 2).contiguous()  # blocks of 16 patches: pairs x lanes x 2
+    candidates = torch.zeros(queries.shape[0], count, dtype=torch.long)
+    scores = torch.empty(queries.shape[0], count)
+    failed = _loaded.nststyle_rank_candidates(packed.data_ptr(), queries.data_ptr(), candidates.data_ptr(),
+                                              scores.data_ptr(), queries.shape[0], keys.shape[0], padded.shape[0],
+                                              pairs, count, torch.get_num_threads())
+    if failed:
+        raise MemoryError("the style swap's C kernel could not allocate its ranking buffers")
+    return candidates

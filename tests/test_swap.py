@@ -5,7 +5,7 @@ import torch.nn.functional as F
 import nststyle.swap as swap_module
 import nststyle.swap_kernel as swap_kernel
 from nststyle.swap import (SCREEN_CAPACITY, SCREEN_ERROR, adain, adain_with_stats, approximate_best_style_patches,
-                           best_style_patches, can_screen, mean_std, style_swap)
+                           best_style_patches, can_screen, mean_std, style_patch_norms, style_swap)
 
 
 def reference_style_swap(content, style, patch_size=3, stride=1, eps=1e-8):
@@ -283,8 +283,11 @@ def test_approximate_search_takes_the_exact_best_whenever_it_is_a_candidate(monk
     assert torch.equal(approximate_best_style_patches(content, style, candidates=5), exact)
 
 
+@pytest.mark.parametrize("ranker", ["c", "pytorch"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_approximate_search_agrees_with_exact_on_structured_features(stride):
+def test_approximate_search_agrees_with_exact_on_structured_features(stride, ranker, monkeypatch):
+    if ranker == "pytorch":  # the group-maxima first stage (GPUs, CPUs without AVX512-BF16)
+        monkeypatch.setattr(swap_kernel, "can_rank", lambda: False)
     # 64 channels: both reductions run (64 -> 48 channels, 432 -> 96 patch dimensions); 576 style patches
     # for 12 candidates: the first stage really prunes
     content, style = structured_features(64, 24, 28, seed=1), structured_features(64, 26, 26, seed=2)
@@ -311,6 +314,63 @@ def test_approximate_search_handles_batches_and_pairwise_styles_like_single_pair
             assert torch.equal(batched[item: item + 1], single)
     assert not torch.equal(batched[1], approximate_best_style_patches(content[1:], shared)[0])  # pairs really differ
     assert torch.equal(approximate_best_style_patches(content, pairwise), batched)  # deterministic
+
+
+def test_c_kernel_ranks_candidates_as_a_plain_top_k():
+    """The fused first stage: for each query row, the set of ``count`` key rows with the highest float32 sums of
+    bfloat16 products, as a dense product and ``topk`` give it (odd dimensions, a style count off the tile)."""
+    if not swap_kernel.can_rank():
+        pytest.skip("no C compiler or no AVX512-BF16 here")
+    generator = torch.Generator().manual_seed(3)
+    queries, keys = torch.randn(203, 37, generator=generator), torch.randn(1000, 37, generator=generator)
+    queries, keys = queries.bfloat16(), keys.bfloat16()
+    ranked = swap_kernel.rank_candidates(queries, keys, 12)
+    expected = (queries.double() @ keys.double().t()).topk(12, dim=1).indices
+    assert torch.equal(ranked.sort(1).values, expected.sort(1).values)
+
+
+def test_bfloat16_operands_keep_the_leading_directions_exact():
+    """The first stage's bfloat16 operands carry the rounding remainders of the leading directions (the last
+    rows: eigh's ascending order), so where the patches live in those directions their products are the float32
+    products to ~2^-16, where plain bfloat16 operands are off by ~2^-8; the baseline column only shifts each
+    query's scores by one constant."""
+    generator = torch.Generator().manual_seed(4)
+    dims, n = 12, 300
+    queries, keys = torch.zeros(dims, 50), torch.zeros(dims, n)
+    queries[-swap_module.APPROXIMATE_SPLIT:] = torch.rand(swap_module.APPROXIMATE_SPLIT, 50, generator=generator) + 1
+    keys[-swap_module.APPROXIMATE_SPLIT:] = torch.rand(swap_module.APPROXIMATE_SPLIT, n, generator=generator) + 1
+    exact = queries.double().t() @ keys.double()
+    relative = lambda scores: ((scores - exact).abs() / exact).max().item()
+    plain = queries.bfloat16().double().t() @ keys.bfloat16().double()
+    split_queries, split_keys = swap_module._bfloat16_operands(queries, keys, generator, baseline=False)
+    split = split_queries.double().t() @ split_keys.double()
+    assert relative(split) < 2 ** -14 and relative(plain) > 2 ** -10
+    with_queries, with_keys = swap_module._bfloat16_operands(queries, keys, generator, baseline=True)
+    shifted = with_queries.double().t() @ with_keys.double()
+    offset = shifted - split  # one constant per query: minus its baseline (the best score of a style sample)
+    torch.testing.assert_close(offset, offset[:, :1].expand_as(offset), rtol=0, atol=1e-12)
+    assert (offset[:, 0] < 0).all() and (shifted.amax(1) >= 0).all()
+
+
+def test_propagation_recovers_shifted_matches_and_never_lowers_a_score():
+    # content = a crop of the style: each content patch's exact best is the style patch it was cut from
+    style = relu_features(1, 16, 14, 15, seed=28)
+    content = style[..., 3:11, 2:12]
+    norms = style_patch_norms(style, 3, 1).flatten()
+    truth = best_style_patches(content, style)[0]
+    rows, columns = truth.shape
+    wrong = truth.clone()
+    wrong[2:5, 3:6] = torch.randint(norms.numel(), (3, 3), generator=torch.Generator().manual_seed(5))
+    wrong[3, 4] = truth[0, 0]  # the centre: no neighbour knows its best after one round, two rounds reach it
+    once = swap_module._propagated(content, style, norms, wrong, 3, 1, rounds=1)
+    outer = torch.ones(3, 3, dtype=torch.bool)
+    outer[1, 1] = False
+    assert torch.equal(once[2:5, 3:6][outer], truth[2:5, 3:6][outer])
+    assert torch.equal(swap_module._propagated(content, style, norms, wrong, 3, 1, rounds=2), truth)
+    scores = lambda best: swap_module._candidate_scores(content, style, norms, best.reshape(-1, 1), 3, 1)
+    random_start = torch.randint(norms.numel(), (rows, columns), generator=torch.Generator().manual_seed(6))
+    assert (scores(swap_module._propagated(content, style, norms, random_start, 3, 1, rounds=1))
+            >= scores(random_start)).all()
 
 
 def test_approximate_style_swap_is_differentiable_wrt_style_and_covers_strided_borders():
