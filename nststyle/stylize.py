@@ -431,8 +431,8 @@ class InverseStylizer(Stylizer):
     """Chen & Schmidt's inverse network: VGG-19 -> relu3_1 -> style swap -> Phi^-1, one pass.
 
     ``patch_size`` / ``stride`` of the swap default to the training values stored in the checkpoint;
-    ``swap_mode`` is ``exact`` or ``approximate`` (``nststyle.swap.style_swap``: at 512 px about 3x faster,
-    the exact style patch at ~98 % of the positions); ``alpha`` blends the swapped activations with the
+    ``swap_mode`` is ``exact`` or ``approximate`` (``nststyle.swap.style_swap``: at 512 px about 2x faster,
+    the exact style patch at ~99 % of the positions); ``alpha`` blends the swapped activations with the
     content's own (``alpha * swap + (1 - alpha) * content``).
     """
 

@@ -592,8 +592,8 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     (a fresh process per call, 2 threads, the other core idle): approximate 0.40 s; exact 0.68 s screened in
     bfloat16, 1.16 s over float32 products with the C scoring pass (``nststyle.swap_kernel``), 1.56 s with the
     PyTorch one. Extra memory ~100 MB against 156 MB (PyTorch scoring: 420 MB). Both modes share the rebuild.
-    Session 19 (AVX512-BF16, no AMX; 12 candidates scored in C): 99.1 % on that pair, 98.5 % and 94.9 % on two
-    more (blonde_girl x brushstrokes, cornell x en_campo_gris); exact 0.94-0.99 s, approximate ~0.5 s.
+    Session 20 (AVX512-BF16, no AMX; the remainders, the C ranking and propagation): 99.5 % on that pair, 98.0-99.7 %
+    on ten more (median 99.4 %); approximate 0.42 s, exact 0.87 s (two threads; one: 0.67 s and 1.38 s).
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")
