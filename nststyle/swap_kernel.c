@@ -29,6 +29,31 @@ typedef struct {
     int32_t *counts;            /* -1 once a position has overflowed its capacity */
 } Job;
 
+/* work(job t) for each of `threads` jobs of `job_size` bytes, on threads of their own but the first (the calling
+ * thread's); a thread that cannot start has its share done here. 1 when any share failed (returned non-NULL). */
+static int run_threads(void *jobs, size_t job_size, int threads, void *(*work)(void *)) {
+    pthread_t handles[64];
+    int created[64] = {0}, failed = 0;
+    char *job = jobs;
+    for (int t = 1; t < threads; t++)
+        created[t] = pthread_create(&handles[t], NULL, work, job + t * job_size) == 0;
+    if (work(job)) failed = 1;
+    for (int t = 1; t < threads; t++) {
+        void *result = NULL;
+        if (created[t]) pthread_join(handles[t], &result);
+        else result = work(job + t * job_size);
+        if (result) failed = 1;
+    }
+    return failed;
+}
+
+/* at most 64 threads and one per item, at least one */
+static int thread_count(int threads, int64_t items) {
+    if (threads > 64) threads = 64;
+    if (threads > items) threads = (int)items;
+    return threads < 1 ? 1 : threads;
+}
+
 static inline float bf16_to_float(uint16_t value) {
     const uint32_t bits = (uint32_t)value << 16;
     float result;
@@ -185,26 +210,14 @@ static int run_jobs(Job *base, int threads, void *(*work)(void *)) {
     const int64_t positions = ((base->height - base->patch) / base->stride + 1) *
                               ((base->width - base->patch) / base->stride + 1);
     if (positions < 1) return 0;
-    if (threads > 64) threads = 64;
-    if (threads > positions) threads = (int)positions;
-    if (threads < 1) threads = 1;
+    threads = thread_count(threads, positions);
     Job jobs[64];
-    pthread_t handles[64];
-    int created[64] = {0}, failed = 0;
     for (int t = 0; t < threads; t++) {
         jobs[t] = *base;
         jobs[t].begin = positions * t / threads;
         jobs[t].end = positions * (t + 1) / threads;
     }
-    for (int t = 1; t < threads; t++)
-        created[t] = pthread_create(&handles[t], NULL, work, &jobs[t]) == 0;
-    if (work(&jobs[0])) failed = 1;
-    for (int t = 1; t < threads; t++) {
-        void *result = NULL;
-        if (created[t]) { pthread_join(handles[t], &result); if (result) failed = 1; }
-        else if (work(&jobs[t])) failed = 1;  /* no thread: do its share here */
-    }
-    return failed;
+    return run_threads(jobs, sizeof jobs[0], threads, work);
 }
 
 int nststyle_swap_band(const float *products, const float *inverse_norms, float *best_score, int64_t *best_index,
@@ -265,22 +278,12 @@ static void *score_candidates(void *argument) {
 void nststyle_candidate_scores(const float *content, const float *style, const int64_t *content_corners,
                                const int64_t *style_corners, float *scores, int64_t positions, int64_t count,
                                int64_t channels, int64_t patch, int64_t width, int64_t style_width, int threads) {
-    if (threads > 64) threads = 64;
-    if (threads > positions) threads = (int)positions;
-    if (threads < 1) threads = 1;
+    threads = thread_count(threads, positions);
     CandidateJob jobs[64];
-    pthread_t handles[64];
-    int created[64] = {0};
     for (int t = 0; t < threads; t++)
         jobs[t] = (CandidateJob){content, style, content_corners, style_corners, scores, count, channels, patch,
                                  width, style_width, positions * t / threads, positions * (t + 1) / threads};
-    for (int t = 1; t < threads; t++)
-        created[t] = pthread_create(&handles[t], NULL, score_candidates, &jobs[t]) == 0;
-    score_candidates(&jobs[0]);
-    for (int t = 1; t < threads; t++) {
-        if (created[t]) pthread_join(handles[t], NULL);
-        else score_candidates(&jobs[t]);  /* no thread: do its share here */
-    }
+    run_threads(jobs, sizeof jobs[0], threads, score_candidates);
 }
 
 /* nststyle_rank_candidates: the approximate search's first stage in one pass, without the score matrix. For
@@ -386,26 +389,12 @@ static void *rank_candidates(void *argument) {
 int nststyle_rank_candidates(const uint16_t *keys, const uint32_t *queries, int64_t *candidates, float *scores,
                              int64_t n_content, int64_t n_style, int64_t n_style_padded, int64_t pairs, int64_t count,
                              int threads) {
-    if (threads > 64) threads = 64;
-    if (threads > n_content) threads = (int)n_content;
-    if (threads < 1) threads = 1;
+    threads = thread_count(threads, n_content);
     RankJob jobs[64];
-    pthread_t handles[64];
-    int created[64] = {0};
-    int failed = 0;
     for (int t = 0; t < threads; t++)
         jobs[t] = (RankJob){keys, queries, candidates, scores, pairs, count, n_style, n_style_padded,
                             n_content * t / threads, n_content * (t + 1) / threads};
-    for (int t = 1; t < threads; t++)
-        created[t] = pthread_create(&handles[t], NULL, rank_candidates, &jobs[t]) == 0;
-    failed |= rank_candidates(&jobs[0]) != NULL;
-    for (int t = 1; t < threads; t++) {
-        void *result = NULL;
-        if (created[t]) pthread_join(handles[t], &result);
-        else result = rank_candidates(&jobs[t]);
-        failed |= result != NULL;
-    }
-    return failed ? 1 : 0;
+    return run_threads(jobs, sizeof jobs[0], threads, rank_candidates);
 }
 
 int nststyle_rank_supported(void) { return 1; }
