@@ -31,10 +31,12 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm import tqdm
 
 from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
-from .metrics import METRICS, STYLE_BY_LAYER, StyleMetrics, low_frequency_change, stability_gain
+from .metrics import METRICS, STYLE_BY_LAYER, StyleMetrics, invented_edges, low_frequency_change, stability_gain
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
 from .stylize import EXPORTED_SUFFIXES, load_stylizer
+
+STABILITY_FIGURES = ("stability", "invented_edges")  # with stability=True
 
 MULTIPLE = 8  # every feed-forward model here takes H, W multiples of 8
 
@@ -195,7 +197,8 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
     ``precision``: of the model systems (``fp32`` or ``bf16``, see ``load_stylizer``); ``colours``: overrides of
     their cards' ``colour_shift``/``colour_match``; ``model_options``: their kind's options (``refine_steps``, ``swap_mode``, ...), for every model system.
     ``stability``: also stylise each photo after a faint smooth change of its tones (the same change for every
-    system) and report ``metrics.stability_gain`` (a second run of each pair, not timed)."""
+    system) and report ``metrics.stability_gain`` (a second run of each pair, not timed) and
+    ``metrics.invented_edges`` (the shapes painted where the photo is flat)."""
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
     out_dir = Path(out_dir)
@@ -240,11 +243,12 @@ def evaluate(systems: list[str], pairs: list[Pair], out_dir: str | Path, size: i
                 with torch.inference_mode(not spec.startswith("optimize:")):
                     moved = system((content + change).clamp(0, 1), style, pair)
                 rows[-1]["stability"] = float(stability_gain(output, moved.float().cpu(), change.cpu()))
+                rows[-1]["invented_edges"] = float(invented_edges(output, content.float().cpu()))
         mine = [row for row in rows if row["system"] == label]
         if mine:
             summary.append({"system": label, "pairs": len(mine),
                             **{name: statistics.fmean(row[name] for row in mine)
-                               for name in METRICS + STYLE_BY_LAYER + (("stability",) if stability else ())},
+                               for name in METRICS + STYLE_BY_LAYER + (STABILITY_FIGURES if stability else ())},
                             "seconds": statistics.median(row["seconds"] for row in mine),
                             "failed": len(failures)})
             save_sheet(pairs, outputs, contents, styles, out_dir / f"{label}_sheet.jpg", sheet_size, sheet_inputs)
@@ -296,7 +300,9 @@ def summary_table(summary: list[dict], size: int, pairs: int) -> str:
               for row in summary]
     if summary and "stability" in summary[0]:
         lines += ["", "Stability: the output's mean squared change when the photo's tones change by a faint smooth "
-                  "+-0.05 (metrics.stability_gain), over that change's; lower is steadier.", "",
-                  "| system | stability |", "|---|---|"]
-        lines += [f"| {row['system']} | {row['stability']:.1f} |" for row in summary]
+                  "+-0.05 (metrics.stability_gain), over that change's; lower is steadier. Invented edges: the "
+                  "output's shape-scale edges where the photo is flat, over their mean (metrics.invented_edges); "
+                  "lower paints fewer shapes over skies and walls.", "",
+                  "| system | stability | invented edges |", "|---|---|---|"]
+        lines += [f"| {row['system']} | {row['stability']:.1f} | {row['invented_edges']:.3f} |" for row in summary]
     return "\n".join(lines) + "\n"

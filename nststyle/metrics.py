@@ -52,15 +52,31 @@ SOBEL = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 
+def _pooled_edges(images: torch.Tensor, pool: int) -> torch.Tensor:
+    """``Bx3xHxW`` -> ``Bx1x(H/pool)x(W/pool)``: Sobel magnitude of the luminance averaged over ``pool`` x ``pool``."""
+    luma = torch.tensordot(torch.tensor(LUMA, dtype=images.dtype, device=images.device), images, dims=([0], [1]))
+    luma = F.avg_pool2d(luma[:, None], pool, ceil_mode=True)
+    kernel = SOBEL.to(images)
+    gradients = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), torch.stack([kernel, kernel.t()])[:, None])
+    return (gradients.square().sum(1, keepdim=True) + 1e-8).sqrt()
+
+
 def edge_map(images: torch.Tensor, cell: int = 4) -> torch.Tensor:
     """``Bx3xHxW`` images in [0, 1] -> ``Bx1x(H/2/cell)x(W/2/cell)``: where the edges are and how strong,
     at the scale of shapes rather than of strokes (differentiable: the structure term of training uses it)."""
-    luma = torch.tensordot(torch.tensor(LUMA, dtype=images.dtype, device=images.device), images, dims=([0], [1]))
-    luma = F.avg_pool2d(luma[:, None], 2, ceil_mode=True)
-    kernel = SOBEL.to(images)
-    gradients = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), torch.stack([kernel, kernel.t()])[:, None])
-    magnitude = (gradients.square().sum(1, keepdim=True) + 1e-8).sqrt()
-    return F.avg_pool2d(magnitude, cell, ceil_mode=True)
+    return F.avg_pool2d(_pooled_edges(images, 2), cell, ceil_mode=True)
+
+
+def invented_edges(output: torch.Tensor, photo: torch.Tensor, pool: int = 8) -> torch.Tensor:
+    """Per sample (``B``): the output's edges at the scale of shapes (the luminance averaged ``pool`` x ``pool``
+    first, so brush strokes and textures average out) in the photo's flatter half at that scale, over their mean
+    in the whole image. Shapes painted where the photo has none (blobs and their outlines in skies and walls)
+    raise it; about 0.2-0.3 for the photo itself, 1 for edges spread evenly. ``output`` is resized to the photo."""
+    if output.shape[-2:] != photo.shape[-2:]:
+        output = F.interpolate(output, size=photo.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+    output_edges, photo_edges = _pooled_edges(output, pool).flatten(1), _pooled_edges(photo, pool).flatten(1)
+    flat = photo_edges <= photo_edges.median(1, keepdim=True).values
+    return (output_edges * flat).sum(1) / flat.sum(1) / output_edges.mean(1).clamp_min(1e-12)
 
 
 def structure_distance(output: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:

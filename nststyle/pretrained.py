@@ -53,16 +53,19 @@ class Weights:
 # pairs, 384 px; seconds per image on one shared thread of this 2-core CPU)
 # (the Magenta model there: content 1.140, style 0.088, Gram 0.271, W2 0.204, structure 0.315, 0.121 s)
 # Both with the cards' colour_shift 1 (session 7) and, since session 16, colour_match (the result's RGB covariance
-# moved that far to the painting's; the weights unchanged). The variational model is session 13's: with
-# colour_match 0.6 1.109 / 0.085 / 0.261 / 0.212 / 0.222 (0.5: 1.091 / 0.087; 0.7: 1.120 / 0.085; without it
+# moved that far to the painting's; the weights unchanged). The variational model is session 20's (the lean
+# content path, steps 1300 and 1400 averaged) with colour_match 0.5: 1.110 / 0.083 / 0.254 / 0.211 / 0.203,
+# stability 28.2 (0.6: 1.125 / 0.082 / 0.251 / 0.210 / 0.203). Session 13's, shipped until then, with colour_match
+# 0.6: 1.109 / 0.085 / 0.261 / 0.212 / 0.222, stability 40.4 (0.5: 1.091 / 0.087; 0.7: 1.120 / 0.085; without it
 # 1.036 / 0.099 / 0.295 / 0.228 / 0.217; session 12's weights without it: 0.980 / 0.102 / 0.296 / 0.227, structure
 # 0.282). The inverse network with colour_match 0.5: 0.647 / 0.121 / 0.326 / 0.231 / 0.240 (1.0: 0.852 / 0.105;
 # without it 0.516 / 0.186 / 0.426 / 0.278 / 0.239). The Magenta model's outputs gain nothing from the same
 # post-processing (0.5: 1.188 / 0.089 / 0.290 / 0.208).
-# The seconds are the networks' (the variational model: one thread, PyTorch bf16, bench_export.py, session 13;
-# its int8 ONNX export 0.115 s); the colour post-processing adds under 1 %.
-VARIATIONAL_METRICS = {"content": 1.109, "style": 0.085, "gram": 0.261, "w2": 0.212, "structure": 0.222,
-                       "seconds": 0.151}
+# The seconds are the networks' (the variational model: one thread, PyTorch bf16, bench_export.py at 384 x 384 px,
+# session 20's CPU with AVX512-BF16 and no AMX, where session 13's weights took 0.279 s; its int8 AOTInductor package
+# 0.124 s); the colour post-processing adds under 1 %.
+VARIATIONAL_METRICS = {"content": 1.110, "style": 0.083, "gram": 0.254, "w2": 0.211, "structure": 0.203,
+                       "seconds": 0.265}
 # the inverse network with precision=auto (bf16 on this CPU), 2 threads, the swap screened in bfloat16 (session 11)
 INVERSE_METRICS = {"content": 0.647, "style": 0.121, "gram": 0.326, "w2": 0.231, "structure": 0.240,
                    "seconds": 0.248}
@@ -80,8 +83,11 @@ class Pretrained(Enum):
                "python train.py experiment=shared_images_cpu_decoder init_from=<step 200 of that run>  # (session 12)\n"
                "python train.py experiment=shared_images_cpu_decoder  # session 13: zero padding and a 3x3 conv to RGB\n"
                "  (model=variational_cpu now; init_from adapts the reflect-padded 7x7 weights), 600 steps, then 200 of\n"
-               "python train.py experiment=shared_images_cpu_decoder model.style_weight=10 init_from=<step 600 of that run>",
-        steps=3600, cpu_hours=3.9,
+               "python train.py experiment=shared_images_cpu_decoder model.style_weight=10 init_from=<step 600 of that run>\n"
+               "# sessions 16-20: from those weights, the lean content path (3x3 stem, 1x1 RGB and full-resolution fuse):\n"
+               "python train.py experiment=shared_images_cpu_decoder model.net.stem_kernel=3 model.net.rgb_kernel=1 "
+               "model.net.full_res_fuse_kernel=1  # resumed with ckpt_path=<its last.ckpt>; steps 1300 and 1400 averaged",
+        steps=5000, cpu_hours=6.6,
         metrics=VARIATIONAL_METRICS,
         description="variational AdaIN (model=variational_cpu: variational_small, VGG-statistics style encoder, "
                     "64-number style code), W2 style loss at gamma 8 on relu1_1..relu5_1, 128 px crops, bf16, "
@@ -91,8 +97,10 @@ class Pretrained(Enum):
                     "with zero padding and a 3x3 conv to RGB (gamma 12, then 10); reads paintings at "
                     "192 px (style_size); results take the painting's mean colour (colour_shift 1, chosen by the "
                     "evaluation: 0 / 0.5 / 1 gave style 0.137 / 0.123 / 0.117 for the previous weights), then move "
-                    "their colour covariance 0.6 of the way to the painting's (colour_match 0.6, session 16: style "
-                    "0.099 -> 0.085 at content 1.036 -> 1.109)")
+                    "their colour covariance part of the way to the painting's (colour_match, session 16: at 0.6 "
+                    "style 0.099 -> 0.085 at content 1.036 -> 1.109); since session 20 a leaner content path (3x3 "
+                    "stem, 1x1 RGB and full-resolution fuse convolutions: ~10 % less time), 1400 more steps of the "
+                    "second stage (gamma 12), the weights of steps 1300 and 1400 averaged, colour_match 0.5")
     INVERSE = Weights(
         file="inverse.pt", kind="inverse",
         recipe="python train.py experiment=inverse_shared_images_cpu  # 1265 steps (39 minutes), then on one GPU:\n"

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from skimage import data as skdata
 
 from nststyle.evaluate import EvaluationError, Pair, evaluate, folder_pairs, holdout_pairs, parse_system, tsv_pairs
 from nststyle.export import export_torchscript
 from nststyle.features import STYLE_LAYERS, VGGEncoder
-from nststyle.metrics import (METRIC_CONTENT_LAYER, STYLE_BY_LAYER, StyleMetrics, low_frequency_change, stability_gain,
-                              structure_distance)
+from nststyle.metrics import (METRIC_CONTENT_LAYER, STYLE_BY_LAYER, StyleMetrics, invented_edges, low_frequency_change,
+                              stability_gain, structure_distance)
 from nststyle.splits import near_duplicate_groups, read_holdout, split_files
 from nststyle.stylize import StylizeError, load_stylizer
 
@@ -195,13 +196,33 @@ def test_stability_is_one_for_the_photo_and_large_for_a_system_that_posterises_i
     summary = evaluate(["photo"], pairs, tmp_path / "out", size=48, vgg_weights="random", progress=False,
                        stability=True)
     assert 0.8 < summary[0]["stability"] <= 1.0 + 1e-6
-    assert f"| photo | {summary[0]['stability']:.1f} |" in (tmp_path / "out" / "summary.md").read_text()
+    assert summary[0]["invented_edges"] < 1  # the photo keeps its flat half flatter than the rest
+    assert (f"| photo | {summary[0]['stability']:.1f} | {summary[0]['invented_edges']:.3f} |"
+            in (tmp_path / "out" / "summary.md").read_text())
     assert stability_gain(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.2), torch.full((1, 1, 8, 8), 0.1)) == 4
     photo = torch.rand(1, 3, 96, 128) * 0.1 + 0.45  # a faint sky
     change = low_frequency_change(photo, generator=torch.Generator().manual_seed(0))
     steps = (photo * 20).round() / 20  # four levels over the sky's 0.1: bands with edges
     moved = ((photo + change) * 20).round() / 20
     assert stability_gain(steps, moved, change) > 2 * stability_gain(photo, photo + change, change)
+
+
+def test_invented_edges_count_shapes_painted_over_flat_regions_not_textures():
+    """A photo with a faint sky (top) over blocks with edges (bottom): the photo itself scores low; a ringed blob
+    painted into the sky scores far higher; a fine texture over the whole image (strokes) barely moves it."""
+    photo = torch.full((1, 3, 128, 128), 0.6)
+    photo[..., :64, :] += torch.linspace(0, 0.05, 128)  # the faint sky
+    blocks = ((torch.arange(64)[:, None] // 16 + torch.arange(128) // 16) % 2).float()
+    photo[..., 64:, :] = 0.2 + 0.6 * blocks
+    rows, columns = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    disc = ((rows - 30) ** 2 + (columns - 60) ** 2).sqrt()
+    blob = photo + 0.3 * (disc < 20) - 0.3 * ((disc >= 20) & (disc < 24))  # a shape with a dark ring
+    texture = photo + 0.08 * torch.randn(1, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    own, painted, stroked = (invented_edges(image.clamp(0, 1), photo).item() for image in (photo, blob, texture))
+    assert own < 0.2 and painted > 2 * own
+    assert abs(stroked - own) < 0.25 * (painted - own)
+    # any output size: resized to the photo's
+    assert invented_edges(F.interpolate(blob, scale_factor=0.5), photo).item() == pytest.approx(painted, abs=0.05)
 
 
 def test_pairs_sources_and_labels(folders, tmp_path):
