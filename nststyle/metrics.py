@@ -67,16 +67,19 @@ def edge_map(images: torch.Tensor, cell: int = 4) -> torch.Tensor:
     return F.avg_pool2d(_pooled_edges(images, 2), cell, ceil_mode=True)
 
 
-def invented_edges(output: torch.Tensor, photo: torch.Tensor, pool: int = 8) -> torch.Tensor:
+def invented_edges(output: torch.Tensor, photo: torch.Tensor, pool: int = 8, per: str = "output") -> torch.Tensor:
     """Per sample (``B``): the output's edges at the scale of shapes (the luminance averaged ``pool`` x ``pool``
     first, so brush strokes and textures average out) in the photo's flatter half at that scale, over their mean
-    in the whole image. Shapes painted where the photo has none (blobs and their outlines in skies and walls)
-    raise it; about 0.2-0.3 for the photo itself, 1 for edges spread evenly. ``output`` is resized to the photo."""
+    in the whole image (``per="output"``, the evaluation's figure). Shapes painted where the photo has none (blobs
+    and their outlines in skies and walls) raise it; about 0.2-0.3 for the photo itself, 1 for edges spread evenly.
+    ``per="photo"`` divides by the photo's mean edges instead, a fixed scale: the training term, which the network
+    cannot lower by painting more edges elsewhere. ``output`` is resized to the photo (differentiable)."""
     if output.shape[-2:] != photo.shape[-2:]:
         output = F.interpolate(output, size=photo.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
     output_edges, photo_edges = _pooled_edges(output, pool).flatten(1), _pooled_edges(photo, pool).flatten(1)
     flat = photo_edges <= photo_edges.median(1, keepdim=True).values
-    return (output_edges * flat).sum(1) / flat.sum(1) / output_edges.mean(1).clamp_min(1e-12)
+    scale = {"output": output_edges, "photo": photo_edges}[per].mean(1).clamp_min(1e-12)
+    return (output_edges * flat).sum(1) / flat.sum(1) / scale
 
 
 def structure_distance(output: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:

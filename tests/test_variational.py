@@ -8,7 +8,7 @@ from skimage import data as skdata
 
 from nststyle.images import colour_statistics
 from nststyle.lit.variational import VariationalStyleTransfer, drop_nonfinite_gradients, lr_lambda, patch_distance
-from nststyle.metrics import low_frequency_change, structure_distance
+from nststyle.metrics import invented_edges, low_frequency_change, structure_distance
 from nststyle.models.variational import (AdaIN, AdaINResBlock, Decoder, Encoder, MappingNetwork, NoiseInjection,
                                          ResBlock, StyleEncoder, UpBlock, VariationalStyleNet, VGGStyleEncoder,
                                          channel_mean_std, pixel_noise)
@@ -391,6 +391,33 @@ def test_stability_term_is_the_outputs_change_relative_to_a_faint_smooth_change_
     torch.testing.assert_close(terms["loss"], without["loss"] + 3.0 * terms["stability"])
     terms["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in module.net.decoder.parameters() if p.grad is not None)
+
+
+def test_invented_edges_term_adds_the_flat_region_edges_of_the_output_and_trains_the_decoder():
+    torch.manual_seed(0)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", invented_edges_weight=5.0)
+    module.net.load_state_dict(plain.net.state_dict())
+    module.eval(), plain.eval()
+    terms, without = module.losses(content, style), plain.losses(content, style)
+    code = module.net.encode_style(style)[0]
+    output = module.recolour(module.net.decode(content, code), style)
+    expected = invented_edges(output.float(), content, per="photo").mean()
+    torch.testing.assert_close(terms["invented_edges"], expected)
+    torch.testing.assert_close(terms["loss"], without["loss"] + 5.0 * terms["invented_edges"])
+    terms["loss"].backward()
+    grads = [p.grad for p in module.net.decoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # the photo's own scale: painting more edges where the photo has them does not lower it, unlike the figure
+    photo = torch.full((1, 3, 64, 64), 0.5)
+    photo[..., 32:, :] = (torch.arange(64) // 8 % 2).float() * 0.8 + 0.1
+    busier = photo.clone()
+    busier[..., 32:, :] = 1 - busier[..., 32:, :] * 0.2  # weaker edges where the photo has them
+    flat_painted = photo.clone()
+    flat_painted[..., 8:24, 16:48] = 0.9  # a shape in the flat half
+    assert invented_edges(flat_painted, photo, per="photo") > invented_edges(photo, photo, per="photo")
+    torch.testing.assert_close(invented_edges(busier, photo, per="photo"), invented_edges(photo, photo, per="photo"))
 
 
 def test_a_nonfinite_loss_skips_the_update(monkeypatch):

@@ -8,6 +8,8 @@
          + patch_weight * ||F(output) - swap(F(output), F(style))||^2 / ||swap||^2   (optional; relu3_1 by default)
          + stability_weight * ||G(content + d) - G(content)||^2 / ||d||^2   (optional; d: a faint low-frequency
            change of the photo's tones, G: the network with the same style code)
+         + invented_edges_weight * invented_edges(output, content, per="photo")   (optional; shapes painted over
+           the photo's flat regions)
 
 Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
 (what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
@@ -27,7 +29,7 @@ import torchvision.transforms.v2.functional as TF
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import colour_statistics, mean_colour, recolour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
-from ..metrics import low_frequency_change, relative_gap, stability_gain, structure_distance
+from ..metrics import invented_edges, low_frequency_change, relative_gap, stability_gain, structure_distance
 from ..models.variational import VariationalStyleNet
 from ..swap import style_swap
 
@@ -152,6 +154,9 @@ class VariationalStyleTransfer(pl.LightningModule):
             faint smooth ``low_frequency_change``, relative to that change. A network that paints the paintings'
             contrast onto the faint gradients of skies (outlined shapes; docs/variational.md, session 18) moves a
             lot (the evaluation's ``stability=true``: the shipped weights 40.4, the Magenta model 22.0). 0: none.
+        invented_edges_weight: weight of the invented-edges term (``nststyle.metrics.invented_edges`` over the
+            photo's mean edges): the output's shape-scale edges in the photo's flatter half, the blobs and rings
+            painted over skies and walls (docs/variational.md, session 20). 0: none.
     """
 
     model_kind = "variational"
@@ -164,7 +169,7 @@ class VariationalStyleTransfer(pl.LightningModule):
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
                  card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
                  style_hue_shift: float = 0.0, colour_match: float = 0.0, patch_weight: float = 0.0,
-                 patch_layer: str = "relu3_1", stability_weight: float = 0.0):
+                 patch_layer: str = "relu3_1", stability_weight: float = 0.0, invented_edges_weight: float = 0.0):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -186,7 +191,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "card": plain(card or {}),
                                    "style_code_scale": style_code_scale, "structure_weight": structure_weight,
                                    "style_hue_shift": style_hue_shift, "patch_weight": patch_weight,
-                                   "patch_layer": patch_layer, "stability_weight": stability_weight})
+                                   "patch_layer": patch_layer, "stability_weight": stability_weight,
+                                   "invented_edges_weight": invented_edges_weight})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
@@ -242,6 +248,9 @@ class VariationalStyleTransfer(pl.LightningModule):
             moved = self.net.decode((content + change).clamp(0, 1), code)
             terms["stability"] = stability_gain(raw_output, moved, change)
             total = total + self.hparams.stability_weight * terms["stability"]
+        if self.hparams.get("invented_edges_weight"):
+            terms["invented_edges"] = invented_edges(output.float(), content, per="photo").mean()
+            total = total + self.hparams.invented_edges_weight * terms["invented_edges"]
         if self.hparams.get("patch_weight"):
             terms["patch"] = patch_distance(features[self.hparams.patch_layer], painting_features[self.hparams.patch_layer])
             total = total + self.hparams.patch_weight * terms["patch"]
