@@ -296,11 +296,9 @@ void nststyle_candidate_scores(const float *content, const float *style, const i
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
 #include <math.h>
-#ifndef TILE_CONTENT
 #define TILE_CONTENT 6
-#define TILE_VECTORS 4                /* x 16 lanes: 64 style patches per tile */
+#define TILE_VECTORS 4                /* x 16 lanes: 64 style patches per tile (swap_kernel.RANK_TILE pads to it) */
 #define STYLE_BLOCK 1024              /* style patches per block (a multiple of the tile) */
-#endif
 
 typedef struct {
     const uint16_t *keys;      /* style blocks of 16: [Ns_padded / 16][pairs][16][2], bfloat16 */

@@ -158,7 +158,7 @@ def candidate_scores(content_pixels: torch.Tensor, style_pixels: torch.Tensor, c
     return scores
 
 
-RANK_TILE = 64  # style patches per register tile of nststyle_rank_candidates
+RANK_TILE = 64  # style patches per register tile of nststyle_rank_candidates (16 x TILE_VECTORS in swap_kernel.c)
 
 
 def can_rank() -> bool:

@@ -356,13 +356,19 @@ def test_patch_distance_is_zero_for_the_painting_itself_and_pulls_each_patch_to_
     assert torch.isfinite(output.grad).all()
 
 
-def test_patch_weight_adds_the_patch_term():
+def with_and_without(**term):
+    """A tiny module with ``term`` (a loss weight) and the same network without it, in eval mode, and a batch."""
     torch.manual_seed(0)
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
-    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", patch_weight=20.0)
+    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", **term)
     module.net.load_state_dict(plain.net.state_dict())
     module.eval(), plain.eval()
+    return module, plain, content, style
+
+
+def test_patch_weight_adds_the_patch_term():
+    module, plain, content, style = with_and_without(patch_weight=20.0)
     terms, without = module.losses(content, style), plain.losses(content, style)
     assert "patch" not in without and float(terms["patch"]) > 0
     torch.testing.assert_close(terms["loss"], without["loss"] + 20.0 * terms["patch"])
@@ -376,11 +382,7 @@ def test_stability_term_is_the_outputs_change_relative_to_a_faint_smooth_change_
     assert change.shape == (3, 1, 192, 256) and float(change.abs().max()) <= 0.05 + 1e-6
     for step in (change.diff(dim=2), change.diff(dim=3)):  # smooth: at most 2 x 0.05 over a 16 px cell
         assert float(step.abs().max()) <= 0.1 / 16 + 1e-6
-    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
-    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", stability_weight=3.0)
-    module.net.load_state_dict(plain.net.state_dict())
-    module.eval(), plain.eval()
+    module, plain, content, style = with_and_without(stability_weight=3.0)
     fixed = low_frequency_change(content)
     monkeypatch.setattr("nststyle.lit.variational.low_frequency_change", lambda images: fixed)
     terms, without = module.losses(content, style), plain.losses(content, style)
@@ -394,12 +396,7 @@ def test_stability_term_is_the_outputs_change_relative_to_a_faint_smooth_change_
 
 
 def test_invented_edges_term_adds_the_flat_region_edges_of_the_output_and_trains_the_decoder():
-    torch.manual_seed(0)
-    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    plain = VariationalStyleTransfer(net=TINY, vgg_weights="random")
-    module = VariationalStyleTransfer(net=TINY, vgg_weights="random", invented_edges_weight=5.0)
-    module.net.load_state_dict(plain.net.state_dict())
-    module.eval(), plain.eval()
+    module, plain, content, style = with_and_without(invented_edges_weight=5.0)
     terms, without = module.losses(content, style), plain.losses(content, style)
     code = module.net.encode_style(style)[0]
     output = module.recolour(module.net.decode(content, code), style)
