@@ -17,6 +17,11 @@ All distances are relative, so they read the same at any image size and for any 
   moves it. Held-back pairs: the Magenta model 0.315, the variational model of session 11 0.504 (blobs),
   session 12's, trained with it in the loss, 0.282.
 
+- ``local``: the local style distance (``local_style_distance``): every 8 x 8 window of relu2_1 and relu3_1
+  positions (stride 4) against its nearest window of the painting, and back. A flat shape in the painting's
+  colours has the painting's global statistics but matches no window of a painting made of texture: the
+  global figures miss blobs, this one sees them.
+
 ``StyleMetrics`` encodes each painting once per call and each output once for all five figures.
 
 ``stability_gain`` (the evaluation's ``stability=true``): how far an output moves when its photo's tones move
@@ -38,7 +43,8 @@ from .losses import W2Loss, mean_and_gram, positions
 from .swap import mean_std
 
 METRIC_CONTENT_LAYER = "relu4_1"
-METRICS = ("content", "style", "gram", "w2", "structure")
+METRICS = ("content", "style", "local", "gram", "w2", "structure")
+LOCAL_LAYERS = ("relu2_1", "relu3_1")
 # the style figure per layer, as well (where a system's gap lives: strokes at relu3_1, palette at relu1_1)
 STYLE_BY_LAYER = tuple(f"style_{name}" for name in STYLE_LAYERS)
 
@@ -116,8 +122,39 @@ def _mean_std_vector(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
 
 
+def window_statistics(features: torch.Tensor, window: int = 8, stride: int = 4) -> torch.Tensor:
+    """``B x C x H x W`` -> ``B x N x 2C``: channel means and stds of every ``window`` x ``window`` window of positions
+    (``stride`` apart; one window of the whole map when it is smaller than ``window``)."""
+    features = features.float()
+    window = min(window, *features.shape[-2:])
+    mean = F.avg_pool2d(features, window, stride)
+    std = (F.avg_pool2d(features.square(), window, stride) - mean.square()).clamp_min(1e-8).sqrt()
+    return torch.cat([mean, std], 1).flatten(2).transpose(1, 2)
+
+
+def local_style_gap(output_windows: torch.Tensor, painting_windows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Per sample (``B``): half the mean gap of each output window to its nearest painting window plus half the
+    mean gap of each painting window to its nearest output window; a gap is the squared distance of two windows'
+    (mean, std) vectors over ``scale`` (``B``: the painting's ``sum over channels of mu^2 + sigma^2``)."""
+    gaps = torch.cdist(output_windows, painting_windows.to(output_windows)).square()
+    nearest = 0.5 * (gaps.min(2).values.mean(1) + gaps.min(1).values.mean(1))
+    return nearest / scale.clamp_min(1e-12)
+
+
+def local_style_distance(output_features: dict[str, torch.Tensor], painting_features: dict[str, torch.Tensor],
+                         layers: tuple[str, ...] = LOCAL_LAYERS) -> torch.Tensor:
+    """The evaluation's local style figure per sample (``B``; differentiable, so also a training term): the mean
+    over ``layers`` of ``local_style_gap`` between the output's and its painting's windows."""
+    gaps = []
+    for name in layers:
+        target = painting_features[name].float()
+        scale = _mean_std_vector(target).square().sum(1)
+        gaps.append(local_style_gap(window_statistics(output_features[name]), window_statistics(target), scale))
+    return torch.stack(gaps).mean(0)
+
+
 class StyleMetrics(nn.Module):
-    """``metrics(output, photo, painting) -> {"content", "style", "gram", "w2", "structure", "style_relu1_1", ...,
+    """``metrics(output, photo, painting) -> {"content", "style", "local", "gram", "w2", "structure", "style_relu1_1", ...,
     "style_relu5_1"}`` (floats; ``style`` is the mean of the last five).
 
     ``output`` and ``photo`` are ``1x3xHxW`` in [0, 1] (``output`` is resized to the photo's size when
@@ -150,6 +187,7 @@ class StyleMetrics(nn.Module):
             w2 = self.w2.summarize(x.double())
             target[name] = {"mean_std": _mean_std_vector(features[name]), "gram": mean_and_gram(x)[1],
                             "w2": w2, "w2_scale": w2[0].square().sum(1) + w2[2]}  # ||mu_s||^2 + tr S_s
+        target["features"] = {name: features[name] for name in LOCAL_LAYERS}
         return target
 
     @torch.no_grad()
@@ -168,6 +206,7 @@ class StyleMetrics(nn.Module):
             per_layer["w2"].append(self.w2.distance(x.double(), target["w2"]).clamp_min(0) / target["w2_scale"])
         figures = {"content": float(relative_gap(out[METRIC_CONTENT_LAYER], photo["content"]).mean())}
         figures.update({name: float(torch.stack(values).mean()) for name, values in per_layer.items()})
+        figures["local"] = float(local_style_distance(out, painting["features"]).mean())
         edges = edge_map(output.to(self.device).clamp(0, 1).float())
         figures["structure"] = float(_edge_gap(edges, photo["edges"]).mean())
         figures.update({f"style_{name}": float(gap.mean()) for name, gap in zip(STYLE_LAYERS, per_layer["style"])})

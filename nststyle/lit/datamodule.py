@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nststyle.data import BadSampleCounter, Epochs, PairBatches, expand_shards, first_image, fixed_images
 from nststyle.sample_set import build_sample_set, sample_patterns
-from nststyle.shards import make_shards
+from nststyle.shards import list_inputs, make_shards
 from nststyle.splits import KINDS, split_files
 
 
@@ -39,7 +39,8 @@ class StyleTransferDataModule(L.LightningDataModule):
                  sample_dir: str | None = None, content_dir: str | None = None, style_dir: str | None = None,
                  cache_dir: str = "data/cache", shard_size: int = 512, shard_workers: int | None = None,
                  images_dir: str | None = None, holdout: str | None = None, style_image_size: int | None = None,
-                 style_max_scale: float | None = None):
+                 style_max_scale: float | None = None, extra_content_dirs: list[str] | None = None,
+                 extra_style_dirs: list[str] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.content_shards = content_shards or self._default_pattern("content", content_dir)
@@ -72,8 +73,13 @@ class StyleTransferDataModule(L.LightningDataModule):
             return sample_patterns(self.hparams.sample_dir)[kind == "style"]
         return None
 
+    def _extra_dirs(self, kind: str) -> list[str]:
+        return list(self.hparams.get(f"extra_{kind}_dirs") or [])
+
     def _split_cache(self, kind: str, part: str) -> Path:
-        digest = hashlib.sha256(str(Path(self.hparams.images_dir).resolve()).encode()).hexdigest()[:10]
+        # the extra folders are part of the key: each combination keeps its own shards
+        sources = [self.hparams.images_dir, *(self._extra_dirs(kind) if part == "train" else [])]
+        digest = hashlib.sha256("\n".join(str(Path(s).resolve()) for s in sources).encode()).hexdigest()[:10]
         return Path(self.hparams.cache_dir) / f"{Path(self.hparams.images_dir).name}-{digest}" / f"{part}-{kind}"
 
     def _split_pattern(self, kind: str, part: str) -> str:
@@ -90,10 +96,12 @@ class StyleTransferDataModule(L.LightningDataModule):
         if self.hparams.images_dir:
             for kind in KINDS:
                 training, held_back = split_files(self.hparams.images_dir, kind, self.hparams.holdout)
+                if self._extra_dirs(kind):
+                    training = training + list_inputs(self._extra_dirs(kind))
                 for part, files in (("train", training), ("holdout", held_back)):
-                    # small shards: every (rank, worker) reader gets its own
+                    # small shards, so that every (rank, worker) reader gets its own; ~64 of them for large sets
                     make_shards(files, self._split_cache(kind, part), prefix=kind, size=self.hparams.shard_size,
-                                shard_count=8, workers=self.hparams.shard_workers, on_mismatch="rebuild")
+                                shard_count=max(8, len(files) // 64), workers=self.hparams.shard_workers, on_mismatch="rebuild")
 
     def check_sources(self) -> None:
         """Fail fast (``FileNotFoundError`` or ``NoImagesError``, one line) when an input that nothing will
@@ -103,6 +111,9 @@ class StyleTransferDataModule(L.LightningDataModule):
         if hp.images_dir:
             for kind in KINDS:
                 split_files(hp.images_dir, kind, hp.holdout)
+                for folder in self._extra_dirs(kind):
+                    if not Path(folder).is_dir():
+                        raise FileNotFoundError(f"data.extra_{kind}_dirs: {folder} is not a folder")
         for name in ("content_dir", "style_dir"):
             if hp[name] and not Path(hp[name]).is_dir():
                 raise FileNotFoundError(f"data.{name}={hp[name]} is not a folder")

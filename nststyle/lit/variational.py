@@ -10,6 +10,8 @@
            change of the photo's tones, G: the network with the same style code)
          + invented_edges_weight * invented_edges(output, content, per="photo")   (optional; shapes painted over
            the photo's flat regions)
+         + local_style_weight * local_style_distance(output, style)   (optional; the evaluation's local figure:
+           each 8x8 window of relu2_1/relu3_1 to its nearest painting window and back)
 
 Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
 (what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
@@ -29,7 +31,7 @@ import torchvision.transforms.v2.functional as TF
 from ..features import CONTENT_LAYER, VGGEncoder
 from ..images import colour_statistics, mean_colour, recolour
 from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
-from ..metrics import invented_edges, low_frequency_change, relative_gap, stability_gain, structure_distance
+from ..metrics import LOCAL_LAYERS, invented_edges, local_style_distance, low_frequency_change, relative_gap, stability_gain, structure_distance
 from ..models.variational import VariationalStyleNet
 from ..swap import style_swap
 
@@ -154,6 +156,10 @@ class VariationalStyleTransfer(pl.LightningModule):
             faint smooth ``low_frequency_change``, relative to that change. A network that paints the paintings'
             contrast onto the faint gradients of skies (outlined shapes; docs/variational.md, session 18) moves a
             lot (the evaluation's ``stability=true``: the shipped weights 40.4, the Magenta model 22.0). 0: none.
+        local_style_weight: weight of the local style term (``nststyle.metrics.local_style_distance``, the
+            evaluation's local figure): every window of the output's relu2_1/relu3_1 features must look like some
+            window of its painting and every painting window must appear somewhere in the output, so flat shapes
+            in the painting's colours cost what the global statistics let pass. 0: none.
         invented_edges_weight: weight of the invented-edges term (``nststyle.metrics.invented_edges`` over the
             photo's mean edges): the output's shape-scale edges in the photo's flatter half, the blobs and rings
             painted over skies and walls (docs/variational.md, session 20). 0: none.
@@ -169,7 +175,8 @@ class VariationalStyleTransfer(pl.LightningModule):
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
                  card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
                  style_hue_shift: float = 0.0, colour_match: float = 0.0, patch_weight: float = 0.0,
-                 patch_layer: str = "relu3_1", stability_weight: float = 0.0, invented_edges_weight: float = 0.0):
+                 patch_layer: str = "relu3_1", stability_weight: float = 0.0, invented_edges_weight: float = 0.0,
+                 local_style_weight: float = 0.0):
         super().__init__()
         unknown = sorted(set(card or {}) - set(CARD_KEYS))
         if unknown:
@@ -192,13 +199,15 @@ class VariationalStyleTransfer(pl.LightningModule):
                                    "style_code_scale": style_code_scale, "structure_weight": structure_weight,
                                    "style_hue_shift": style_hue_shift, "patch_weight": patch_weight,
                                    "patch_layer": patch_layer, "stability_weight": stability_weight,
-                                   "invented_edges_weight": invented_edges_weight})
+                                   "invented_edges_weight": invented_edges_weight,
+                                   "local_style_weight": local_style_weight})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
         self.style_loss = style_loss(options.pop("kind"), style_layers, **options)
         self.content_loss = ContentLoss(content_layer)
-        layers = tuple(self.style_loss.layers) + (content_layer,) + ((patch_layer,) if patch_weight else ())
+        layers = (tuple(self.style_loss.layers) + (content_layer,) + ((patch_layer,) if patch_weight else ())
+                  + (LOCAL_LAYERS if local_style_weight else ()))
         self.vgg = VGGEncoder(tuple(dict.fromkeys(layers)), weights=vgg_weights)
         self.run_config: dict | None = None  # the resolved Hydra config; train.py sets it
 
@@ -251,6 +260,9 @@ class VariationalStyleTransfer(pl.LightningModule):
         if self.hparams.get("invented_edges_weight"):
             terms["invented_edges"] = invented_edges(output.float(), content, per="photo").mean()
             total = total + self.hparams.invented_edges_weight * terms["invented_edges"]
+        if self.hparams.get("local_style_weight"):
+            terms["local_style"] = local_style_distance(features, painting_features).mean()
+            total = total + self.hparams.local_style_weight * terms["local_style"]
         if self.hparams.get("patch_weight"):
             terms["patch"] = patch_distance(features[self.hparams.patch_layer], painting_features[self.hparams.patch_layer])
             total = total + self.hparams.patch_weight * terms["patch"]
