@@ -72,3 +72,33 @@ def masked_squared_error(image: np.ndarray, reference: np.ndarray, mask: np.ndar
         return float("nan")
     difference = np.square(image.astype(np.float32) - reference.astype(np.float32))
     return float(difference[mask].mean())
+
+
+def temporal_error(previous: np.ndarray, current: np.ndarray, flow_to_previous: np.ndarray,
+                   mask: np.ndarray) -> float:
+    """How much ``current`` differs from ``previous`` moved onto it along ``flow_to_previous`` (``HxWx3`` images
+    in [0, 1]; the mean squared difference over ``mask``). With the scene's exact motion this is the temporal gap
+    of a synthetic clip; with the flow of the input frames and its occlusion mask it is Lai et al.'s warping
+    error (ECCV 2018) of one frame pair."""
+    return masked_squared_error(current, warp(previous, flow_to_previous), mask)
+
+
+def input_motion(frames: list[np.ndarray], estimator: FlowEstimator | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each frame after the first: (flow to the previous frame, occlusion-free mask), from the frames
+    themselves (``HxWx3`` uint8): what the warping error of any stylisation of them is measured along."""
+    estimator = estimator or FlowEstimator()
+    greys = [grey(frame) for frame in frames]
+    motion = []
+    for previous, current in zip(greys, greys[1:]):
+        to_previous = estimator(current, previous)
+        motion.append((to_previous, occlusion_free(to_previous, estimator(previous, current))))
+    return motion
+
+
+def mean_temporal_error(outputs: list[np.ndarray], motion: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """``temporal_error`` averaged over the frame pairs of a clip (``outputs`` in [0, 1], ``motion`` one entry
+    per pair as ``input_motion`` gives)."""
+    errors = [temporal_error(previous, current, flow, mask)
+              for previous, current, (flow, mask) in zip(outputs, outputs[1:], motion)]
+    return float(np.nanmean(errors))
