@@ -143,7 +143,7 @@ def folder_frames(folder: Path) -> Iterator[np.ndarray]:
     for path in list_images(folder):
         image = open_image(path)
         size = size or image.size
-        yield np.asarray(image if image.size == size else image.resize(size, Image.Resampling.BILINEAR))
+        yield np.array(image if image.size == size else image.resize(size, Image.Resampling.BILINEAR))
 
 
 # -- sizes ----------------------------------------------------------------------------------------------
