@@ -299,8 +299,13 @@ class ClipWriter:
             self.video.width, self.video.height, self.video.pix_fmt = width, height, pixel_format
             if self.audio_template is not None and self.path.suffix.lower() != ".gif":
                 self.audio = copy_stream(self.container, self.audio_template)
+            self.container.start_encoding()  # the header now: a container that refuses a codec says so here
         except (av.error.FFmpegError, OSError, ValueError) as error:
             self.discard()
+            audio_codec = self.audio_template.codec_context.name if self.audio_template is not None else None
+            if audio_codec and audio_codec in str(error):
+                raise VideoError(f"cannot copy the clip's {audio_codec} audio into "
+                                 f"{self.path}: choose another container (.mkv takes any)") from None
             raise VideoError(f"cannot write {self.path}: {first_line(error)}") from None
 
     def write(self, frame: np.ndarray) -> None:

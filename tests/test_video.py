@@ -259,3 +259,10 @@ def test_the_demo_stylises_a_clip(painting, tmp_path):
     assert "6 frames" in status
     with pytest.raises(demo.gr.Error, match="cannot read video"):
         demo.stylize_video(str(bad_clip("not_a_video", tmp_path)), str(painting))
+
+
+def test_audio_a_container_cannot_take_is_one_line_and_leaves_nothing(stylizer, painting, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", pan_frames(3), audio_seconds=0.3)
+    with pytest.raises(VideoError, match="cannot copy the clip's aac audio"):
+        run_video(stylizer, clip, [painting], tmp_path / "out.webm", progress=False)  # webm: opus or vorbis only
+    assert leftovers(tmp_path, {"clip.mp4"}) == []
