@@ -254,8 +254,8 @@ class TemporalBlend:
 def stylize_frames(frames: Iterable[np.ndarray], styler: Callable, consistency: float = DEFAULT_CONSISTENCY,
                    size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """Stylised frames (``HxWx3`` uint8) of ``frames`` (``HxWx3`` uint8), one at a time. ``styler``: a
-    ``1x3xHxW -> 1x3xHxW`` function, or ``make(first_frame) -> function``-style ``frame_styler`` partial bound
-    already; ``size``: (width, height) the frames are resized to first (None: as they come)."""
+    ``1x3xHxW -> 1x3xHxW`` function (``frame_styler``); ``size``: (width, height) the frames are resized to
+    first (None: as they come)."""
     blend = TemporalBlend(consistency)
     for frame in frames:
         if size is not None and (frame.shape[1], frame.shape[0]) != size:
