@@ -5,6 +5,7 @@ A thin Hydra entry (conf/infer.yaml) that dispatches on ``method`` to the librar
 checkpoint from train.py; modes stylize, mix, sample, interpolate); ``optimize`` -> ``nststyle.optimize``
 (no model: optimise the image with the style loss chosen by ``loss=`` from conf/loss/, e.g. ``loss=w2``
 or ``loss=swap``); ``mode=evaluate`` -> ``nststyle.evaluate`` (score systems on photo/painting pairs);
+a clip (or a folder of frames or clips, or ``output=OUT.mp4``) -> ``nststyle.video``;
 ``mode=serve`` -> ``nststyle.demo`` (the web demo on ``http://host:port``; pip install "nststyle[demo]").
 Errors a user can fix print one line and exit with status 1.
 """
@@ -24,6 +25,7 @@ from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.optimize import stylize_file_by_optimization
 from nststyle.stylize import COLOUR_CARD, StylizeError, load_stylizer, run_interpolate, run_mix, run_sample, run_stylize
+from nststyle.video import run_video, wants_video
 
 
 def as_list(value):
@@ -57,6 +59,8 @@ def feedforward(cfg: DictConfig) -> str:
     styles = as_list(cfg.style)
     if cfg.mode != "sample" and not styles:
         raise StylizeError(f"mode={cfg.mode} needs style=IMAGE (or a folder, or style=[a.jpg,b.jpg])")
+    if wants_video(cfg.content, cfg.output):
+        return video(cfg, stylizer, styles)
     shared = dict(max_size=cfg.max_size, grid_size=cfg.grid_size)
     if cfg.mode == "stylize":
         written = run_stylize(stylizer, cfg.content, styles, cfg.output, alpha=cfg.alpha,
@@ -77,6 +81,16 @@ def feedforward(cfg: DictConfig) -> str:
         print(written.summary(cfg.mode))
         sys.exit(1)
     return written.summary(cfg.mode)
+
+
+def video(cfg: DictConfig, stylizer, styles: list) -> str:
+    written = run_video(stylizer, cfg.content, styles, cfg.output, mode=cfg.mode, alpha=cfg.alpha,
+                        weights=as_list(cfg.weights), preserve_color=cfg.preserve_color, max_size=cfg.max_size,
+                        consistency=cfg.consistency, fps=cfg.fps, progress=cfg.progress)
+    if written.failed:  # the other clips are written; the run still reports failure
+        print(written.summary())
+        sys.exit(1)
+    return written.summary()
 
 
 def optimize(cfg: DictConfig) -> str:

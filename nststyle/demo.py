@@ -6,7 +6,9 @@
 Upload a photo and one or more paintings (or pick an example from the embedded sample set), choose the
 shipped ``variational`` model (strength, a mix of two paintings, styles sampled from its prior by seed, the
 quality mode that refines each painting's code once: ``nststyle.refine``),
-the shipped ``inverse`` network, or optimisation with a loss of the zoo, and download the PNG. The server
+the shipped ``inverse`` network, or optimisation with a loss of the zoo, and download the PNG. The Video tab
+stylises an uploaded clip with one painting (``nststyle.video``: the audio kept, frames kept consistent along
+the optical flow) and offers the MP4 for download. The server
 listens on the loopback interface only, makes no share link and sends no telemetry: nothing leaves the
 machine. Bad uploads show nststyle's own one-line ``ImageError`` on the page and the server goes on.
 
@@ -35,6 +37,7 @@ from .losses import STYLE_LOSSES
 from .optimize import resolve_device, stylize_by_optimization
 from .sample_set import content_images, style_images
 from .stylize import StylizeError, Stylizer, _colour_matched, load_stylizer
+from .video import DEFAULT_CONSISTENCY, run_video
 
 # gradio reports usage and checks for updates at start-up unless told not to; set before importing it
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -197,6 +200,29 @@ def sample_style(photo: str | None, seed: int = 0, max_size: int = 512):
     return as_picture(result), summary(result, f"style sampled with seed {seed}", start), seed + 1
 
 
+@shown_on_page
+def stylize_video(clip: str | None, painting: str | None, strength: float = 1.0,
+                  consistency: float = DEFAULT_CONSISTENCY, max_size: int = 512,
+                  progress=gr.Progress(track_tqdm=True)):
+    """The video tab's button: (the stylised clip's path, a one-line summary). The shipped variational model,
+    one painting; the clip is written to a fresh temporary folder, removed when the server stops (gradio serves a
+    copy from its cache)."""
+    if not clip:
+        raise StylizeError("upload a video clip first")
+    if not painting:
+        raise StylizeError("upload a painting")
+    stylizer = cached_stylizer("variational")
+    folder = tempfile.mkdtemp(prefix="nststyle-video-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    output = Path(folder) / f"{Path(clip).stem}_stylised.mp4"
+    try:
+        written = run_video(stylizer, clip, [painting], output, alpha=strength, max_size=int(max_size),
+                            consistency=consistency)
+    except ImageError as error:
+        raise ImageError(named(error, clip)) from None
+    return str(output), written.summary().replace(str(output), output.name)
+
+
 def unreadable(path: str) -> str | None:
     """Why an upload is not a usable image (nststyle's own message, naming the file), or None."""
     try:
@@ -281,6 +307,7 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
                                   buttons=["download", "fullscreen"], elem_id="result")
                 status = gr.Markdown(elem_id="status")
                 gr.Examples(example_files(example_folder()), [photo, paintings])
+        video_controls(max_size)
 
         for upload in (photo, paintings):
             upload.upload(warn_unreadable, upload)
@@ -291,6 +318,25 @@ def build_demo(max_size: int = 512) -> "gr.Blocks":
                   [result, status], concurrency_id=COMPUTE_QUEUE)
         sample.click(sample_style, [photo, seed, size], [result, status, seed], concurrency_id=COMPUTE_QUEUE)
     return demo
+
+
+def video_controls(max_size: int):
+    """The video tab: a clip and a painting in, the stylised clip out (the button queues with the others)."""
+    with gr.Tab("Video"):
+        with gr.Row():
+            with gr.Column():
+                clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
+                painting = gr.File(label="Painting", file_types=["image"], elem_id="video_painting")
+                strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (0: the clip's own style)")
+                consistency = gr.Slider(0, 0.9, value=DEFAULT_CONSISTENCY, step=0.05,
+                                        label="Consistency (0: each frame on its own, flickers)")
+                size = gr.Slider(64, 1024, value=max_size, step=32, label="Working size (longer side, px)")
+                run = gr.Button("Stylise the clip", variant="primary", elem_id="stylise_video")
+            with gr.Column():
+                result = gr.Video(label="Result", interactive=False, elem_id="video_result")
+                status = gr.Markdown(elem_id="video_status")
+        run.click(stylize_video, [clip, painting, strength, consistency, size], [result, status],
+                  concurrency_id=COMPUTE_QUEUE)
 
 
 def stop_like_ctrl_c(signum, frame):
