@@ -42,6 +42,9 @@ class StyleTransferDataModule(L.LightningDataModule):
                  style_max_scale: float | None = None, extra_content_dirs: list[str] | None = None,
                  extra_style_dirs: list[str] | None = None):
         super().__init__()
+        # plain lists, not Hydra's ListConfig: checkpoints must load with torch.load(weights_only=True)
+        extra_content_dirs = [str(folder) for folder in extra_content_dirs or []]
+        extra_style_dirs = [str(folder) for folder in extra_style_dirs or []]
         self.save_hyperparameters()
         self.content_shards = content_shards or self._default_pattern("content", content_dir)
         self.style_shards = style_shards or self._default_pattern("style", style_dir)
