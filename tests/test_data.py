@@ -427,3 +427,36 @@ def test_datamodule_splits_an_images_folder_by_the_holdout_list(tmp_path):
     assert sources(module.hparams.val_content_shards) == ["content0.png"]
     assert sources(module.hparams.val_style_shards) == ["style2.png"]
     assert module.val_images[0].shape == (1, 3, 32, 32)
+
+
+def test_extra_training_folders_join_the_training_shards_only(tmp_path):
+    """data=shared_train: ../shared/train's folders add to the training shards, never to validation; the folder
+    list is stored as a plain list (checkpoints load with weights_only=True); a missing folder fails fast."""
+    from omegaconf import OmegaConf
+
+    from nststyle.lit.datamodule import StyleTransferDataModule
+
+    images, extra_photos, extra_paintings = tmp_path / "images", tmp_path / "photos", tmp_path / "paintings"
+    for folder, prefix, count in ((images / "content", "content", 2), (images / "style", "style", 2),
+                                  (extra_photos, "p", 3), (extra_paintings, "q", 2)):
+        folder.mkdir(parents=True)
+        for i in range(count):
+            photo(72, 72, 7 * i + len(prefix)).save(folder / f"{prefix}{i}.png")
+    holdout = tmp_path / "holdout.tsv"
+    holdout.write_text("content\tcontent/content0.png\nstyle\tstyle/style0.png\n")
+    options = dict(images_dir=str(images), holdout=str(holdout), cache_dir=str(tmp_path / "cache"), image_size=32,
+                   batch_size=2, num_workers=0, val_pairs=1, shuffle_buffer=2, shard_size=64, shard_workers=0)
+    module = StyleTransferDataModule(**options, extra_content_dirs=OmegaConf.create([str(extra_photos)]),
+                                     extra_style_dirs=OmegaConf.create([str(extra_paintings)]))
+    assert type(module.hparams.extra_content_dirs) is list
+    module.prepare_data()
+
+    def sources(pattern):
+        return sorted(Path(json.loads(sample["json"])["source"]).name
+                      for url in expand_shards(pattern) for sample in wds.WebDataset(url, shardshuffle=False))
+    assert sources(module.content_shards) == ["content1.png", "p0.png", "p1.png", "p2.png"]
+    assert sources(module.style_shards) == ["q0.png", "q1.png", "style1.png"]
+    assert sources(module.hparams.val_content_shards) == ["content0.png"]
+    missing = StyleTransferDataModule(**options, extra_style_dirs=[str(tmp_path / "nowhere")])
+    with pytest.raises(FileNotFoundError, match="extra_style_dirs"):
+        missing.check_sources()
