@@ -25,14 +25,12 @@ file. The content encoder and the decoder stay float32: their convolutions read 
 instance-norm) activations whose range is 30-100x their standard deviation, and 256 levels per tensor cost
 them a visible error (mean absolute difference to the float32 graph 0.05 with every convolution in int8,
 0.004 with the style path alone, on the sample set at 384 px; held-back content 1.053 and style 0.143
-against 1.010 and 0.137). Nor does a part of them pay (session 12, one thread, the calibration photos): each
-decoder convolution alone in int8 adds 0.001-0.02 to that difference, and the content encoder with the
-bottleneck in int8 (13 convolutions) gives 0.015 for 0.088 s against 0.092 s.
+against 1.010 and 0.137). Nor does a part of them pay: each decoder convolution alone in int8 adds 0.001-0.02
+to that difference for almost no time.
 
 ``export_format=aoti quantize=int8`` does the same for the AOTInductor package (``<name>_int8.pt2``: torchao's PT2E
 quantisation, ``quantize_style_path_pt2e``; the content path in bfloat16 where the CPU runs it natively): on the
-42 held-back pairs 1.115 / 0.085 / 0.261 / 0.212 / 0.223 against the bfloat16 package's 1.109 / 0.085 / 0.261 /
-0.212 / 0.222 (content / style / Gram / W2 / structure), 0.77x its time at 384 px on one thread (session 19).
+held-back pairs the same figures as the bfloat16 package (within 0.006), 0.77x its time at 384 px on one thread.
 """
 from __future__ import annotations
 

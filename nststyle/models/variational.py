@@ -41,7 +41,7 @@ def padded_conv(in_channels: int, out_channels: int, kernel_size: int = 3, strid
                 padding: str = "reflect") -> nn.Conv2d:
     """A conv that keeps the map's size (``stride`` 1). ``reflect``: the paper's reflection padding (untrained, zero
     padding leaves dark frames around stylised images); ``zeros``: the padding inside the convolution, which an
-    exported graph runs without a Pad node per convolution (trained for it: docs/variational.md, session 13).
+    exported graph runs without a Pad node per convolution (trained for it: docs/variational.md).
     Both have the same parameters, so a checkpoint of one loads into the other."""
     if padding == "reflect":
         return ReflectConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
