@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from .features import STYLE_LAYERS
 from .images import colour_statistics, mean_colour, recolour, resize_max
-from .metrics import StyleMetrics, _mean_std_vector, relative_gap, structure_distance
+from .metrics import StyleMetrics, relative_gap, structure_distance
+from .statistics import mean_std_vector
 from .models.variational import VariationalStyleNet
 
 REFINE_PHOTOS = ("astronaut", "chelsea", "coffee")  # a face, an animal, an object
@@ -74,7 +75,7 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
     size = min(MAX_PHOTO_SIZE, max(64, round(PHOTO_SCALE * max(painting.shape[-2:]))))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
-        target = {name: _mean_std_vector(value) for name, value in metrics.encode(painting).items()
+        target = {name: mean_std_vector(value) for name, value in metrics.encode(painting).items()
                   if name in STYLE_LAYERS}
         photos = [photo.to(device) for photo in refine_photos(size, net.multiple)]
         features = [net.content_encoder(photo) for photo in photos]
@@ -94,7 +95,7 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
                 result = recolour(net.decoder.synthesize(photo_features, w).float(), colour, covariance,
                                   colour_shift, colour_match)
                 output = metrics.encoder(result)
-            loss = loss + torch.stack([relative_gap(_mean_std_vector(output[name]), target[name])
+            loss = loss + torch.stack([relative_gap(mean_std_vector(output[name]), target[name])
                                        for name in STYLE_LAYERS]).mean()
             if structure_weight:
                 loss = loss + structure_weight * structure_distance(result, photo).mean()

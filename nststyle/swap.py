@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 
 from . import swap_kernel
-from .models.layers import capturing_graph
+from .tracing import capturing_graph
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores (128 MB) per band, in each of two buffers
 
@@ -601,34 +601,3 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     index = search(content_features, style_features, patch_size, stride, chunk_size, eps)
     swapped = rebuild_from_patches(style_features, index, content_features.shape[-2:], patch_size, stride)
     return swapped[..., :height, :width]
-
-
-def mean_std(features: torch.Tensor, eps: float = 1e-5, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and standard deviation ``sqrt(var + eps)`` of ``B x C x H x W``
-    features, each ``B x C x 1 x 1`` (AdaIN statistics; unbiased variance by default, as in Huang & Belongie)."""
-    batch, channels = features.shape[:2]
-    count = features[0, 0].numel()
-    if (features.requires_grad and torch.is_grad_enabled()) or features.device.type != "cpu" or capturing_graph():
-        flat = features.flatten(2)
-        mean, var = flat.mean(-1), flat.var(-1, unbiased=unbiased)
-    else:  # batch norm's statistics kernel, 4-6x torch.var on one CPU thread (no autograd: nothing needs it here)
-        mean, var = torch.batch_norm_update_stats(features.reshape(1, batch * channels, -1), None, None, 0.0)
-        mean, var = mean.view(batch, channels), var.view(batch, channels)
-        if unbiased:
-            var = var * (count / max(count - 1, 1))
-    std = (var + eps).sqrt()
-    return mean[..., None, None], std[..., None, None]
-
-
-def adain_with_stats(content_features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                     eps: float = 1e-5) -> torch.Tensor:
-    """Normalise each content channel, then give it the target ``mean``/``std`` (``B x C x 1 x 1``, or
-    anything that broadcasts, e.g. predicted from a style code)."""
-    content_mean, content_std = mean_std(content_features, eps)
-    return (content_features - content_mean) / content_std * std + mean
-
-
-def adain(content_features: torch.Tensor, style_features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Adaptive instance normalisation: content features with the style's per-channel mean and std.
-    The style batch is 1 (shared) or the content batch (pairwise)."""
-    return adain_with_stats(content_features, *mean_std(style_features, eps), eps=eps)
