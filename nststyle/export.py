@@ -409,9 +409,9 @@ class ExportedStylizer(Stylizer):
         options.intra_op_num_threads = torch.get_num_threads()
 
         def load(file: Path):
-            session = onnxruntime.InferenceSession(str(file), options)
-            metadata = json.loads(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
-            return (lambda **inputs: torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]),
+            graph = onnxruntime.InferenceSession(str(file), options)
+            metadata = json.loads(graph.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
+            return (lambda **inputs: torch.from_numpy(graph.run(None, {k: v.numpy() for k, v in inputs.items()})[0]),
                     metadata)
         return load
 

@@ -10,7 +10,7 @@ frozen VGG-19 at load time. Each entry's ``stages`` are the experiment configs (
 rebuild it, run in order, each started from the last checkpoint of the one before
 (``init_from=<its last.ckpt>``). Make a shipped file from a training checkpoint (atomic), or give one a new card:
 
-    python -m nststyle.checkpoints CKPT nststyle/shipped/variational.pt --colour-match 0.5
+    python -m nststyle.ship CKPT nststyle/shipped/variational.pt --colour-match 0.5
 """
 from __future__ import annotations
 

@@ -14,14 +14,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from skimage import data as skdata
 
+import nststyle.loading as loading
+from nststyle.checkpoints import CheckpointError, export, half_if_it_fits, inference_state, warm_start
 from nststyle.images import resize_max
 from nststyle.metrics import StyleMetrics
 from nststyle.models.layers import ReflectConv2d
 from nststyle.models.variational import VariationalStyleNet
-from nststyle.checkpoints import CheckpointError, export, half_if_it_fits, inference_state, main, warm_start
 from nststyle.pretrained import Pretrained
 from nststyle.sample_set import style_images
-import nststyle.loading as loading
+from nststyle.ship import main
 from nststyle.stylize import StylizeError, load_stylizer
 from nststyle.swap import bf16_is_fast
 

@@ -266,6 +266,18 @@ def with_and_without(**term):
     module.eval(), plain.eval()
     return module, plain, content, style
 
+def test_terms_are_configured_by_name_and_the_top_level_weights_still_set_them():
+    module, plain, content, style = with_and_without(terms={"structure": {"weight": 50.0}, "tv": {"weight": 0.0}})
+    legacy = VariationalStyleTransfer(net=TINY, vgg_weights="random", structure_weight=50.0)
+    legacy.net.load_state_dict(module.net.state_dict())
+    legacy.eval()
+    terms = module.losses(content, style)
+    assert [term.name for term in module.terms] == ["structure"] and "tv" not in terms
+    torch.testing.assert_close(terms["loss"], legacy.losses(content, style)["loss"])
+    with pytest.raises(ValueError, match="unknown loss terms \\['patch'\\]"):
+        VariationalStyleTransfer(net=TINY, vgg_weights="random", terms={"patch": {"weight": 1.0}})
+
+
 def test_stability_term_is_the_outputs_change_relative_to_a_faint_smooth_change_of_the_photo(monkeypatch):
     torch.manual_seed(0)
     change = low_frequency_change(torch.rand(3, 3, 192, 256))

@@ -17,17 +17,13 @@ import torch
 from ..losses import total_variation
 from ..metrics import (LOCAL_LAYERS, invented_edges, local_style_distance, low_frequency_change, stability_gain,
                        structure_distance)
+from ..registry import registering
 
 TERMS: dict[str, type["LossTerm"]] = {}
 
 
-def term(name: str):
-    """Class decorator: ``@term("structure")`` makes ``model.terms.structure`` build that class."""
-    def add(cls):
-        TERMS[name] = cls
-        cls.name = name
-        return cls
-    return add
+# ``@term("structure")`` makes ``model.terms.structure`` build that class
+term = registering(TERMS, "name")
 
 
 @dataclass

@@ -8,19 +8,15 @@ from torch import nn
 from ..checkpoints import COLOUR_CARD
 from ..errors import StylizeError
 from ..images import recolour_like, resize_max
+from ..registry import registering
 from ..swap import SWAP_MODES
 from ..tiling import stylize_tiled
 
 STYLIZERS: dict[str, type["Stylizer"]] = {}
 
 
-def register(kind: str):
-    """Class decorator: ``@register("variational")`` makes checkpoints of that kind loadable."""
-    def add(cls):
-        STYLIZERS[kind] = cls
-        cls.kind = kind
-        return cls
-    return add
+# ``@register("variational")`` makes checkpoints of that kind loadable
+register = registering(STYLIZERS, "kind")
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
