@@ -274,6 +274,9 @@ def test_terms_are_configured_by_name_and_the_top_level_weights_still_set_them()
     terms = module.losses(content, style)
     assert [term.name for term in module.terms] == ["structure"] and "tv" not in terms
     torch.testing.assert_close(terms["loss"], legacy.losses(content, style)["loss"])
+    switched_off = VariationalStyleTransfer(net=TINY, vgg_weights="random", terms={"structure": {"weight": 5.0}},
+                                            structure_weight=0.0)
+    assert switched_off.terms == []  # a top-level weight that is set wins: model.structure_weight=0 turns it off
     with pytest.raises(ValueError, match="unknown loss terms \\['patch'\\]"):
         VariationalStyleTransfer(net=TINY, vgg_weights="random", terms={"patch": {"weight": 1.0}})
 

@@ -83,7 +83,7 @@ def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
 def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
     """Before the optimiser step: when any gradient of ``module.net`` is inf/NaN, drop them all (Adam
     skips parameters without a gradient) and log it. A finite loss can still give inf gradients under
-    bf16 autocast, and gradient clipping then turns every weight into NaN (seen twice on the CPU)."""
+    bf16 autocast, and gradient clipping would then turn every weight into NaN."""
     gradients = [p.grad for p in module.net.parameters() if p.grad is not None]
     if not gradients or torch.isfinite(torch.stack([g.float().abs().max() for g in gradients])).all():
         return False
@@ -121,9 +121,12 @@ def inference_card(colour_shift: float, colour_match: float, card: dict | None) 
 
 
 def all_terms(terms: dict | None, top_level: dict) -> dict:
-    """``model.terms`` with the top-level ``*_weight`` keys folded in (``model.terms`` wins)."""
-    folded = {TOP_LEVEL_WEIGHTS[key]: {"weight": weight} for key, weight in top_level.items() if weight}
-    return {**folded, **plain(terms or {})}
+    """``model.terms`` with the top-level ``*_weight`` keys that are set (not None) folded in over it."""
+    terms = plain(terms or {})
+    for key, weight in top_level.items():
+        if weight is not None:
+            terms[TOP_LEVEL_WEIGHTS[key]] = {**terms.get(TOP_LEVEL_WEIGHTS[key], {}), "weight": weight}
+    return terms
 
 
 class VariationalStyleTransfer(pl.LightningModule):
@@ -154,7 +157,8 @@ class VariationalStyleTransfer(pl.LightningModule):
         terms: the optional loss terms, ``{name: {"weight": w}}`` (``nststyle.lit.terms``); a weight of 0 leaves
             the term out.
         tv_weight, structure_weight, stability_weight, invented_edges_weight, local_style_weight: the same terms'
-            weights as top-level keys (folded into ``terms``).
+            weights as top-level keys, as the commands of earlier runs set them; where set (not None) they
+            override ``terms``.
     """
 
     model_kind = "variational"
@@ -166,8 +170,9 @@ class VariationalStyleTransfer(pl.LightningModule):
                  optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
                  card: dict | None = None, style_code_scale: float = 1.0, colour_match: float = 0.0,
-                 terms: dict | None = None, tv_weight: float = 0.0, structure_weight: float = 0.0,
-                 stability_weight: float = 0.0, invented_edges_weight: float = 0.0, local_style_weight: float = 0.0):
+                 terms: dict | None = None, tv_weight: float | None = None, structure_weight: float | None = None,
+                 stability_weight: float | None = None, invented_edges_weight: float | None = None,
+                 local_style_weight: float | None = None):
         super().__init__()
         card = inference_card(colour_shift, colour_match, card)  # refuses unknown entries before building anything
         net, loss = network_arguments(net, style_dim, vgg_weights), plain(loss or {"kind": "gram"})
@@ -251,8 +256,8 @@ class VariationalStyleTransfer(pl.LightningModule):
         content, style = batch
         terms = self.losses(content, style)
         if not torch.isfinite(terms["loss"]):
-            # One bad batch must not poison the weights and Adam's moments (a CPU bf16 run went NaN at
-            # step ~1120): skip the update (Lightning skips backward and step on None).
+            # One bad batch must not poison the weights and Adam's moments: skip the update (Lightning
+            # skips backward and step on None).
             self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum", batch_size=len(content))
             self.nonfinite_step = True
             return None

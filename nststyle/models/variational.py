@@ -190,7 +190,7 @@ class AdaIN(nn.Module):
 
     The std is parameterised as 1 + a, around plain normalisation. The map keeps PyTorch's random init (only the
     bias starts at zero): with a zero map the code has no effect at first, the style encoder gets no
-    gradient through it, and training sits at that saddle learning one average style (seen on the CPU)."""
+    gradient through it, and training sits at that saddle learning one average style."""
 
     def __init__(self, channels: int, w_dim: int):
         super().__init__()
