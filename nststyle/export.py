@@ -8,7 +8,7 @@ The variational model becomes two graphs with dynamic image sizes:
 (for mixing, sampling and interpolating codes outside PyTorch). The inverse network becomes a two-stage
 pipeline: ``<name>_encoder.onnx`` (image -> relu3_1) and ``<name>_decoder.onnx`` (relu3_1 -> image), with
 the style swap between them (``nststyle.swap.style_swap``, or any exact swap) because its patch
-count depends on the style image. ``nststyle.stylize.ExportedStylizer`` runs either with onnxruntime, so
+count depends on the style image. ``ExportedStylizer`` (below) runs either with onnxruntime, so
 ``infer.py ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
 (onnxscript, onnxruntime). ``export_format=torchscript`` writes the same graphs as ``.ts`` files
 (``torch.jit.trace``), which need torch alone; ``export_format=aoti`` as ``.pt2`` packages compiled ahead of time
@@ -52,7 +52,7 @@ from .errors import StylizeError
 from .images import resize_max
 from .sample_set import content_images, style_images
 from .stylizers import PRECISIONS, InverseStylizer, Stylizer, VariationalStylizer, check_swap_mode
-from .swap import bf16_is_fast
+from .swap import bf16_is_fast, style_swap
 
 EXPORTED_SUFFIXES = (".onnx", ".ts", ".pt2")  # nststyle.export's formats: onnx, torchscript, aoti
 # the key under which an exported file (nststyle.export) records the model's card as JSON: ONNX metadata, a

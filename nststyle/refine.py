@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import STYLE_LAYERS
-from .images import colour_statistics, mean_colour, recolour, resize_max
+from .images import painting_colours, recolour, resize_max
 from .metrics import StyleMetrics, relative_gap, structure_distance
 from .statistics import mean_std_vector
 from .models.variational import VariationalStyleNet
@@ -80,9 +80,9 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
         photos = [photo.to(device) for photo in refine_photos(size, net.multiple)]
         features = [net.content_encoder(photo) for photo in photos]
     colour_shift, colour_match = colours
-    colour, covariance = mean_colour(painting), colour_statistics(painting)[1]
+    colour, covariance = painting_colours([painting], [1.0])  # once: the painting stays, the results change
     w = w.detach().float().clone().requires_grad_(True)
-    # a 128-number smooth problem: L-BFGS reaches in 30 evaluations what 40 Adam steps did (module docstring)
+    # a 128-number smooth problem: L-BFGS needs fewer evaluations than Adam needs steps (module docstring)
     optimizer = torch.optim.LBFGS([w], lr=1, max_iter=steps, max_eval=steps, history_size=LBFGS_HISTORY,
                                   line_search_fn="strong_wolfe")
     bar = tqdm(total=steps, desc="refine style code", unit="step", leave=False, disable=not progress)

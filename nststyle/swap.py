@@ -69,7 +69,6 @@ import torch
 import torch.nn.functional as F
 
 from . import swap_kernel
-from .tracing import capturing_graph
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores (128 MB) per band, in each of two buffers
 

@@ -23,8 +23,7 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "aoti": ".pt2"}
 OPTIONS = {"aoti": {"precision": "fp32"}}
 
 
-# AOTInductor compiles C++ for a minute per graph: its float32 runs of these three tests are slow-marked; the
-# default run keeps test_aoti_bf16_package_matches_pytorch_bf16
+# AOTInductor compiles C++ for a minute per graph: its runs are slow-marked
 @pytest.fixture(params=["onnx", "torchscript", pytest.param("aoti", marks=pytest.mark.slow)])
 def export_format(request):
     if request.param == "onnx":
@@ -56,6 +55,8 @@ def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path,
         output = torch.jit.load(str(files[1]))(content, code)
     torch.testing.assert_close(output, stylizer.decode(content, code), atol=1e-3, rtol=0)
 
+
+@pytest.mark.slow  # compiles C++ and, without AVX512-BF16, emulates bfloat16: minutes
 def test_aoti_bf16_package_matches_pytorch_bf16(tiny_checkpoint, tmp_path):
     stylizer = load_stylizer(tiny_checkpoint, "cpu", precision="bf16", colour_match=0.4)
     files = EXPORTERS["aoti"](stylizer, tmp_path, "tiny", precision="bf16")

@@ -294,6 +294,7 @@ def test_mix_shifts_to_the_weighted_mean_colour_of_its_paintings(ckpt, images, t
     assert (saved(tmp_path / "mix.png") - saved(tmp_path / "one.png")).abs().max() <= 1 / 255
 
 
+@pytest.mark.slow  # L-BFGS through the VGG on the CPU: minutes
 def test_refining_a_paintings_code_lowers_the_evaluations_style_distance_and_is_done_once(
         ckpt, inverse_checkpoint, images, tmp_path, monkeypatch):
     torch.manual_seed(0)

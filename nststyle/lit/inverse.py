@@ -9,10 +9,8 @@ the training activations -- natural photo activations, natural painting activati
 The swapped activations are the paper's augmentation: they are not the activations of any image, and a
 decoder that never saw them inverts them badly (``n_swapped=0`` is that ablation).
 
-Checkpoints carry ``checkpoint["nststyle"] = {"kind": "inverse", "net": ..., "vgg_weights": ..., "layer": ...,
-"patch_size": ..., "stride": ...}`` (what ``nststyle.stylize`` needs, without Lightning) and, when
-``train.py`` set it, ``checkpoint["config"]`` with the resolved Hydra config, like the variational model.
-The frozen encoder's weights stay in the checkpoint (see ``on_save_checkpoint``).
+Checkpoints carry the card ``nststyle.checkpoints`` writes and reads (with the swap's ``layer``, ``patch_size``
+and ``stride``); the frozen encoder's weights stay in the checkpoint (see ``on_save_checkpoint``).
 """
 from __future__ import annotations
 
