@@ -12,6 +12,7 @@ from .errors import StylizeError
 from .images import ImageError, list_images, load_image, match_color, save_grid, save_image
 from .stylizers import Stylizer
 
+
 @dataclass
 class Written:
     """What a driver wrote, for the one-line summary."""

@@ -14,6 +14,7 @@ from .pretrained import resolve
 from .stylizers import PRECISIONS, STYLIZERS, Stylizer, default_device
 from .swap import bf16_is_fast
 
+
 def load_stylizer(path: str | Path, device: str | torch.device | None = None, precision: str = "fp32",
                   compile: bool = False, colour_shift: float | None = None, style_size: int | None = None,
                   colour_match: float | None = None, **options) -> "Stylizer":

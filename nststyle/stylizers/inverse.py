@@ -10,6 +10,7 @@ from ..models.inverse import InverseNet
 from ..swap import style_swap
 from .base import Stylizer, check_swap_mode, register
 
+
 @register("inverse")
 class InverseStylizer(Stylizer):
     """Chen & Schmidt's inverse network: VGG-19 -> relu3_1 -> style swap -> Phi^-1, one pass.

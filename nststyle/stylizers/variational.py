@@ -14,6 +14,7 @@ from ..refine import refine_style_code
 from ..swap import bf16_is_fast
 from .base import Stylizer, register
 
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation of codes (keeps the norm typical of Gaussian samples along the path)."""
     a_unit, b_unit = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
