@@ -179,8 +179,8 @@ INVERSE_FAST = ["experiment=inverse_quickstart", "model.vgg_weights=random", "mo
                 "data.image_size=32", "data.num_workers=0", "data.val_pairs=2", "data.shuffle_buffer=4", "threads=1"]
 
 
-# the inverse run is slow-marked: DDP's code path is the model's alike (pytest -m slow runs it)
-@pytest.mark.parametrize("model", [pytest.param(FAST, id="variational"),
+# two processes for half a minute: slow-marked (pytest -m slow runs them)
+@pytest.mark.parametrize("model", [pytest.param(FAST, id="variational", marks=pytest.mark.slow),
                                    pytest.param(INVERSE_FAST, id="inverse", marks=pytest.mark.slow)])
 def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path, sample_dir, model):
     # Lightning's DDP with the gloo backend: the same code path as multi-GPU, minus NCCL. The image grid
@@ -211,6 +211,7 @@ def test_swap_loss_is_refused_before_training(tmp_path):
         train(compose_train([*FAST, "loss=swap", f"paths.output_dir={tmp_path}"]))
 
 
+@pytest.mark.slow  # two training jobs in subprocesses
 def test_multirun_runs_every_job(tmp_path, sample_dir):
     result = cli("-m", "loss=gram,w2", *FAST, f"data.sample_dir={sample_dir}", "logger=none",
                  "trainer.max_steps=1", "data.train_batches_per_epoch=1", f"hydra.sweep.dir={tmp_path}")
