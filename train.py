@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from pathlib import Path
@@ -28,8 +27,8 @@ from nststyle.data import NoImagesError
 from nststyle.features import WeightsUnavailableError
 from nststyle.images import ImageError
 from nststyle.losses import style_loss
-from nststyle.models.layers import resize_kernel
-from nststyle.stylize import StylizeError, load_net_state, read_checkpoint
+from nststyle.checkpoints import warm_start
+from nststyle.errors import StylizeError
 from nststyle.swap import bf16_is_fast
 
 
@@ -66,65 +65,6 @@ def check_devices(cfg: DictConfig) -> None:
     if devices > available:
         raise ConfigError(f"trainer.devices={devices} but this machine has {available} {what} "
                           f"(trainer.accelerator={accelerator})")
-
-
-# the variational net's kernel-size options, and the weight each sizes (of a net with the given options)
-KERNEL_WEIGHTS = {
-    "rgb_kernel": lambda net: "net.decoder.to_rgb.weight",
-    "stem_kernel": lambda net: "net.content_encoder.stem.0.weight",
-    "full_res_fuse_kernel": lambda net: f"net.decoder.ups.{net['downsamplings'] - 1}.conv_fuse.weight",
-}
-
-# the variational decoder's options that add parameters (those values only): a run may turn them on from a source
-# without them, the new parameters keeping the run's initial values (an actnorm's statistics are set from the first
-# batch, a noise input starts at strength 0)
-ADDED_PARAMETERS = {"decoder_norm": "actnorm", "up_norm": "actnorm", "fuse_norm": "actnorm", "noise": True}
-ADDED_PARAMETER_NAMES = (".centre", ".log_scale", ".initialised", ".strength")
-
-
-def warm_start(model: pl.LightningModule, source: str) -> None:
-    """Start ``model.net`` from the weights of a shipped model or a checkpoint (``init_from=``); the
-    optimiser, schedule and step start afresh (``ckpt_path=`` resumes a run instead)."""
-    try:
-        checkpoint = read_checkpoint(source)
-    except StylizeError as error:
-        raise ConfigError(f"init_from={source}: {error}") from None
-    info = checkpoint["nststyle"]
-    if info.get("kind") != model.model_kind:
-        raise ConfigError(f"init_from={source} holds a {info.get('kind')!r} model, this run trains {model.model_kind!r}")
-    defaults = {name: parameter.default for name, parameter in inspect.signature(type(model.net)).parameters.items()}
-    source_net, run_net = {**defaults, **info["net"]}, {**defaults, **model.hparams.net}
-    differing = sorted(key for key in source_net if source_net[key] != run_net.get(key))
-    # what a variational run may change and still start from the source: a deeper bottleneck (its extra blocks
-    # start as the identity), the padding (the same parameters), the kernels of KERNEL_WEIGHTS (resized, models.layers)
-    # and ADDED_PARAMETERS
-    adaptable = ({"bottleneck_blocks", "padding", *ADDED_PARAMETERS, *KERNEL_WEIGHTS}
-                 if info.get("kind") == "variational" else set())
-    fixed = [key for key in differing if key not in adaptable
-             or (key == "bottleneck_blocks" and run_net[key] < source_net[key])
-             or (key in ADDED_PARAMETERS and run_net[key] != ADDED_PARAMETERS[key])]
-    if fixed:
-        raise ConfigError(f"init_from={source}: the network differs in {', '.join(fixed)} "
-                          f"(set model.net.<key> as in the source, e.g. {fixed[0]}={source_net[fixed[0]]})")
-    state = dict(checkpoint["state_dict"])
-    if "bottleneck_blocks" in differing:  # the new blocks keep the run's weights (load_net_state checks the rest)
-        for block in model.net.decoder.bottleneck[source_net["bottleneck_blocks"]:]:
-            block.start_as_identity()
-        new_blocks = tuple(f"decoder.bottleneck.{index}." for index in range(source_net["bottleneck_blocks"],
-                                                                             run_net["bottleneck_blocks"]))
-        state.update({f"net.{key}": value for key, value in model.net.state_dict().items() if key.startswith(new_blocks)})
-    if set(ADDED_PARAMETERS) & set(differing):
-        state.update({f"net.{key}": value for key, value in model.net.state_dict().items()
-                      if f"net.{key}" not in state and key.endswith(ADDED_PARAMETER_NAMES)})
-    for option in set(differing) & set(KERNEL_WEIGHTS):
-        key = KERNEL_WEIGHTS[option](source_net)
-        if key in state:  # (a net without skips has no fuse convs)
-            state[key] = resize_kernel(state[key], run_net[option])
-    load_net_state(model.net, state)
-    for key in differing:
-        print(f"init_from={source}: net.{key} {source_net[key]} -> {run_net[key]}"
-              + (" (the new bottleneck blocks start as the identity)" if key == "bottleneck_blocks" else ""),
-              file=sys.stderr)
 
 
 def resume_path(cfg: DictConfig) -> str | None:

@@ -8,7 +8,7 @@ The variational model becomes two graphs with dynamic image sizes:
 (for mixing, sampling and interpolating codes outside PyTorch). The inverse network becomes a two-stage
 pipeline: ``<name>_encoder.onnx`` (image -> relu3_1) and ``<name>_decoder.onnx`` (relu3_1 -> image), with
 the style swap between them (``nststyle.swap.style_swap``, or any exact swap) because its patch
-count depends on the style image. ``nststyle.stylize.ExportedStylizer`` runs either with onnxruntime, so
+count depends on the style image. ``ExportedStylizer`` (below) runs either with onnxruntime, so
 ``infer.py ckpt=exported/variational.onnx`` works like the checkpoint. Needs ``pip install "nststyle[export]"``
 (onnxscript, onnxruntime). ``export_format=torchscript`` writes the same graphs as ``.ts`` files
 (``torch.jit.trace``), which need torch alone; ``export_format=aoti`` as ``.pt2`` packages compiled ahead of time
@@ -25,14 +25,12 @@ file. The content encoder and the decoder stay float32: their convolutions read 
 instance-norm) activations whose range is 30-100x their standard deviation, and 256 levels per tensor cost
 them a visible error (mean absolute difference to the float32 graph 0.05 with every convolution in int8,
 0.004 with the style path alone, on the sample set at 384 px; held-back content 1.053 and style 0.143
-against 1.010 and 0.137). Nor does a part of them pay (session 12, one thread, the calibration photos): each
-decoder convolution alone in int8 adds 0.001-0.02 to that difference, and the content encoder with the
-bottleneck in int8 (13 convolutions) gives 0.015 for 0.088 s against 0.092 s.
+against 1.010 and 0.137). Nor does a part of them pay: each decoder convolution alone in int8 adds 0.001-0.02
+to that difference for almost no time.
 
 ``export_format=aoti quantize=int8`` does the same for the AOTInductor package (``<name>_int8.pt2``: torchao's PT2E
 quantisation, ``quantize_style_path_pt2e``; the content path in bfloat16 where the CPU runs it natively): on the
-42 held-back pairs 1.115 / 0.085 / 0.261 / 0.212 / 0.223 against the bfloat16 package's 1.109 / 0.085 / 0.261 /
-0.212 / 0.222 (content / style / Gram / W2 / structure), 0.77x its time at 384 px on one thread (session 19).
+held-back pairs the same figures as the bfloat16 package (within 0.006), 0.77x its time at 384 px on one thread.
 """
 from __future__ import annotations
 
@@ -41,6 +39,7 @@ import logging
 import os
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -48,12 +47,17 @@ from torch import nn
 from torch.export.pt2_archive._package import package_pt2
 from torchvision.transforms.functional import pil_to_tensor
 
+from .checkpoints import COLOUR_CARD
+from .errors import StylizeError
 from .images import resize_max
 from .sample_set import content_images, style_images
-from .stylize import (COLOUR_CARD, METADATA_KEY, PRECISIONS, InverseStylizer, Stylizer, StylizeError,
-                      VariationalStylizer, compiled_cpu_flags, quiet_cpp_extension)
-from .swap import bf16_is_fast
+from .stylizers import PRECISIONS, InverseStylizer, Stylizer, VariationalStylizer, check_swap_mode
+from .swap import bf16_is_fast, style_swap
 
+EXPORTED_SUFFIXES = (".onnx", ".ts", ".pt2")  # nststyle.export's formats: onnx, torchscript, aoti
+# the key under which an exported file (nststyle.export) records the model's card as JSON: ONNX metadata, a
+# TorchScript extra file (e.g. {"style_size": 192})
+METADATA_KEY = "nststyle"
 QUANTIZATIONS = ("int8",)
 # the ops of the style path that int8 runs: convolutions, and the ReLUs and max pools between them (a quantised
 # ReLU folds into the convolution's output range, a max pool runs on uint8)
@@ -365,3 +369,118 @@ def export_aoti(stylizer: Stylizer, out_dir: str | Path, name: str, precision: s
 
 
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript, "aoti": export_aoti}
+
+
+# -- readers: exported files run as a Stylizer ------------------------------------------------------
+
+class ExportedStylizer(Stylizer):
+    """A model exported by ``nststyle.export``: ``<name>.onnx`` run with onnxruntime, ``<name>.ts``
+    (TorchScript) or ``<name>.pt2`` (AOTInductor) run with torch alone. The variational model is one graph
+    (content, style) -> image; the inverse network is ``<name>_encoder`` + ``<name>_decoder`` with the style swap
+    run in PyTorch between."""
+
+    def __init__(self, path: str | Path, multiple: int = 8, patch_size: int = 3, stride: int = 1,
+                 swap_mode: str | None = None):
+        super().__init__(torch.device("cpu"))
+        path = Path(path)
+        self.kind = path.suffix[1:]
+        torch_runners = {".ts": _torchscript_runner, ".pt2": _aoti_runner}
+        load = self._onnx_runner() if path.suffix == ".onnx" else torch_runners[path.suffix]
+        self.multiple, self.patch_size, self.stride = multiple, patch_size, stride
+        self.swap_mode = check_swap_mode(swap_mode)
+        if path.stem.endswith("_encoder"):
+            self.encoder, metadata = load(path)
+            self.decoder, _ = load(path.with_name(path.name.replace("_encoder", "_decoder")))
+            self.graph = None
+        else:
+            self.graph, metadata = load(path)
+        # the scale the model reads paintings at and its colour shift, as its checkpoint said (files exported
+        # before they were recorded: None, 0)
+        self.style_size = metadata.get("style_size")
+        self.read_colour_card(metadata)
+
+    @staticmethod
+    def _onnx_runner():
+        try:
+            import onnxruntime  # an optional dependency (nststyle[export]): imported where it is needed
+        except ImportError:
+            raise StylizeError('running an ONNX model needs onnxruntime: pip install "nststyle[export]"') from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+
+        def load(file: Path):
+            graph = onnxruntime.InferenceSession(str(file), options)
+            metadata = json.loads(graph.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
+            return (lambda **inputs: torch.from_numpy(graph.run(None, {k: v.numpy() for k, v in inputs.items()})[0]),
+                    metadata)
+        return load
+
+    def stylize(self, content, style, alpha=1.0):
+        if alpha != 1.0:
+            raise StylizeError("an exported model stylises at alpha=1 only")
+        style = self.style_input(style)
+        if self.graph is not None:
+            return self.graph(content=content, style=style)
+        swapped = style_swap(self.encoder(image=content), self.encoder(image=style), self.patch_size, self.stride,
+                             mode=self.swap_mode)
+        return self.decoder(features=swapped)
+
+
+def quiet_cpp_extension() -> None:
+    """Silence ``torch.utils.cpp_extension``'s "No CUDA runtime is found" warning, which AOTInductor's import of it
+    prints on every CPU machine with a CUDA_HOME; nothing of AOTInductor's CPU path uses CUDA."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+# Inductor's -m options whose /proc/cpuinfo flag is spelt otherwise (the rest: "-" becomes "_")
+CPUINFO_NAMES = {"avx512bf16": "avx512_bf16", "avx512vnni": "avx512_vnni", "avx512fp16": "avx512_fp16"}
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags as Linux names them (``/proc/cpuinfo``); None where they cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), None)
+    return set(flags) if flags is not None else None
+
+
+def compiled_cpu_flags() -> list[str]:
+    """The CPU features Inductor builds this machine's C++ kernels for (its ``-m`` options: the vector ISA,
+    AVX512-BF16 or VNNI where present), as ``/proc/cpuinfo`` names them."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa  # Inductor's import is slow: only where AOTI is used
+
+    options = (flag[2:] for flag in pick_vec_isa().build_arch_flags().split() if flag.startswith("-m"))
+    return sorted({CPUINFO_NAMES.get(option, option.replace("-", "_")) for option in options if "=" not in option})
+
+
+def _aoti_runner(file: Path):
+    quiet_cpp_extension()
+    with zipfile.ZipFile(file) as archive:  # the card, an extra file of the package (nststyle.export.export_aoti)
+        cards = [name for name in archive.namelist() if name.endswith(f"/extra/{METADATA_KEY}")]
+        metadata = json.loads(archive.read(cards[0])) if cards else {}
+    # kernels built for instructions this CPU lacks would end the process (SIGILL) at the first image
+    here = cpu_flags()
+    missing = [] if here is None else [flag for flag in metadata.get("cpu_flags", []) if flag not in here]
+    if missing:
+        raise StylizeError(f"{file} was compiled for a CPU with {', '.join(missing)}, which this one lacks: export it "
+                           "again on this machine (infer.py mode=export export_format=aoti)")
+    module = torch._inductor.aoti_load_package(str(file))
+
+    @torch.no_grad()
+    def run(**inputs):
+        return module(*inputs.values())
+    return run, metadata
+
+
+def _torchscript_runner(file: Path):
+    extra = {METADATA_KEY: ""}
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; the file still runs
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra).eval()
+
+    @torch.no_grad()
+    def run(**inputs):
+        return module(*inputs.values())
+    return run, json.loads(extra[METADATA_KEY] or "{}")

@@ -174,6 +174,22 @@ def recolour(image: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, shift: 
     return image
 
 
+def painting_colours(paintings: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted mean RGB (``Bx3x1x1``) and RGB covariance (``Bx3x3``) of ``paintings``: what a result is
+    recoloured towards (a mix's paintings, or a painting and the photo at alpha < 1)."""
+    mean = sum(w * mean_colour(p) for p, w in zip(paintings, weights)) / sum(weights)
+    cov = sum(w * colour_statistics(p)[1] for p, w in zip(paintings, weights)) / sum(weights)
+    return mean, cov
+
+
+def recolour_like(image: torch.Tensor, paintings: list[torch.Tensor], weights: list[float], shift: float,
+                  match: float) -> torch.Tensor:
+    """``recolour`` towards the weighted colours of ``paintings`` (``painting_colours``); as it is at 0 and 0."""
+    if not (shift or match):
+        return image
+    return recolour(image, *painting_colours(paintings, weights), shift, match)
+
+
 def match_color(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Give ``source`` (``...x3xHxW``) the colour mean and covariance of ``target`` (Gatys' colour
     preservation by linear colour transfer)."""

@@ -14,8 +14,7 @@ All distances are relative, so they read the same at any image size and for any 
   magnitude of the luminance at half size, averaged over cells of 4 x 4 of those pixels), 0 when the output
   keeps every edge of the photo and adds none. It sees what the VGG figures do not: shapes painted over
   the photo (blobs, smears) and lost outlines, whatever the colours; fine texture within a cell hardly
-  moves it. Held-back pairs: the Magenta model 0.315, the variational model of session 11 0.504 (blobs),
-  session 12's, trained with it in the loss, 0.282.
+  moves it (on the held-back pairs the Magenta model scores 0.315; docs/variational.md).
 
 - ``local``: the local style distance (``local_style_distance``): every 8 x 8 window of relu2_1 and relu3_1
   positions (stride 4) against its nearest window of the painting, and back. A flat shape in the painting's
@@ -27,8 +26,8 @@ All distances are relative, so they read the same at any image size and for any 
 ``stability_gain`` (the evaluation's ``stability=true``): how far an output moves when its photo's tones move
 by a faint smooth ``low_frequency_change`` (+-0.05), as the mean squared change of the output over that of the
 photo. A system that paints the paintings' contrast onto the faint gradients of skies and walls moves a lot:
-that is where outlined shapes at the same places whatever the painting come from (docs/variational.md,
-session 18; Gupta et al. 2017 on the stability of style transfer).
+that is where outlined shapes at the same places whatever the painting come from (docs/variational.md;
+Gupta et al. 2017 on the stability of style transfer).
 """
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ from torch import nn
 
 from .features import STYLE_LAYERS, VGGEncoder
 from .losses import W2Loss, mean_and_gram, positions
-from .swap import mean_std
+from .statistics import mean_std_vector
 
 METRIC_CONTENT_LAYER = "relu4_1"
 METRICS = ("content", "style", "local", "gram", "w2", "structure")
@@ -117,11 +116,6 @@ def _edge_gap(output_edges: torch.Tensor, photo_edges: torch.Tensor) -> torch.Te
     return 1 - (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1)).clamp_min(1e-12)
 
 
-def _mean_std_vector(features: torch.Tensor) -> torch.Tensor:
-    mean, std = mean_std(features.float(), eps=0.0, unbiased=False)
-    return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
-
-
 def window_statistics(features: torch.Tensor, window: int = 8, stride: int = 4) -> torch.Tensor:
     """``B x C x H x W`` -> ``B x N x 2C``: channel means and stds of every ``window`` x ``window`` window of positions
     (``stride`` apart; one window of the whole map when it is smaller than ``window``)."""
@@ -148,7 +142,7 @@ def local_style_distance(output_features: dict[str, torch.Tensor], painting_feat
     gaps = []
     for name in layers:
         target = painting_features[name].float()
-        scale = _mean_std_vector(target).square().sum(1)
+        scale = mean_std_vector(target).square().sum(1)
         gaps.append(local_style_gap(window_statistics(output_features[name]), window_statistics(target), scale))
     return torch.stack(gaps).mean(0)
 
@@ -185,7 +179,7 @@ class StyleMetrics(nn.Module):
         for name in STYLE_LAYERS:
             x = positions(features[name])
             w2 = self.w2.summarize(x.double())
-            target[name] = {"mean_std": _mean_std_vector(features[name]), "gram": mean_and_gram(x)[1],
+            target[name] = {"mean_std": mean_std_vector(features[name]), "gram": mean_and_gram(x)[1],
                             "w2": w2, "w2_scale": w2[0].square().sum(1) + w2[2]}  # ||mu_s||^2 + tr S_s
         target["features"] = {name: features[name] for name in LOCAL_LAYERS}
         return target
@@ -201,7 +195,7 @@ class StyleMetrics(nn.Module):
         per_layer = {name: [] for name in ("style", "gram", "w2")}
         for name in STYLE_LAYERS:
             target, x = painting[name], positions(out[name])
-            per_layer["style"].append(relative_gap(_mean_std_vector(out[name]), target["mean_std"]))
+            per_layer["style"].append(relative_gap(mean_std_vector(out[name]), target["mean_std"]))
             per_layer["gram"].append(relative_gap(mean_and_gram(x)[1], target["gram"]))
             per_layer["w2"].append(self.w2.distance(x.double(), target["w2"]).clamp_min(0) / target["w2_scale"])
         figures = {"content": float(relative_gap(out[METRIC_CONTENT_LAYER], photo["content"]).mean())}

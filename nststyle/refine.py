@@ -1,7 +1,7 @@
 """A variational model's style code refined for one painting: a quality mode, seconds once per painting.
 
 The style encoder predicts a painting's code in one pass, from ~100 training paintings; the decoder can
-do better with a better code (docs/variational.md, sessions 6-7). ``refine_style_code`` starts from the
+do better with a better code (docs/variational.md). ``refine_style_code`` starts from the
 mapped code ``w`` (what every AdaIN layer reads) and minimises, with L-BFGS, the evaluation's own style
 distance (``nststyle.metrics``: per VGG layer, the relative gap of channel means and stds) of three stylised
 photos against the painting, each scored after the model's colour shift, plus a little of their structure
@@ -11,16 +11,10 @@ photo stylised with it afterwards (``VariationalStylizer`` keeps it per painting
 evaluations of the objective (one forward and backward pass over the three photos each), what the time
 follows.
 
-Measured with the shipped model (``python infer.py mode=evaluate systems=[variational] refine_steps=30``;
-42 held-back pairs, 384 px; the code read from the painting at the card's 192 px, the targets from it at
-384 px): content / style / Gram / W2 / structure 1.109 / 0.078 / 0.231 / 0.194 / 0.269 against 1.036 / 0.099 /
-0.295 / 0.228 / 0.217 with the encoder's codes (the Magenta model: 1.140 / 0.088 / 0.271 / 0.204 / 0.315; session
-13's weights; session 12's gave 1.009 / 0.088 / 0.252 / 0.202 / 0.297, session 10's 1.056 / 0.090 / 0.255 / 0.203
-without the structure term), ~21 s per painting on one CPU thread
-under bfloat16 autocast (what ``VariationalStylizer`` uses where the CPU has AVX512-BF16), then ~0.17 s per
-photo as before. On the weights before session 10 (encoder codes 1.084 / 0.117 / 0.329 / 0.230): 30 L-BFGS
-evaluations 1.000 / 0.101 / 0.279 / 0.213 in ~21 s, the Adam steps it replaced (40 at lr 0.1) 1.002 / 0.103 /
-0.283 / 0.214 in ~27 s in the same run, 22 evaluations 0.978 / 0.104 / 0.284 / 0.215 in ~17 s.
+Why L-BFGS on ``w``: it lowers the evaluation's style distance below the encoder's codes (figures in
+docs/variational.md, ``python infer.py mode=evaluate systems=[variational] refine_steps=30``) in ~21 s per
+painting on one CPU thread under bfloat16 autocast, then ~0.17 s per photo as before; Adam needed more time
+for less.
 """
 from __future__ import annotations
 
@@ -31,8 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import STYLE_LAYERS
-from .images import colour_statistics, mean_colour, recolour, resize_max
-from .metrics import StyleMetrics, _mean_std_vector, relative_gap, structure_distance
+from .images import painting_colours, recolour, resize_max
+from .metrics import StyleMetrics, relative_gap, structure_distance
+from .statistics import mean_std_vector
 from .models.variational import VariationalStyleNet
 
 REFINE_PHOTOS = ("astronaut", "chelsea", "coffee")  # a face, an animal, an object
@@ -40,15 +35,13 @@ LBFGS_HISTORY = 10
 # The targets are the painting at the scale it is given, which callers make the output's (infer.py reads
 # photos and paintings at max_size, the evaluation at 384 px): a result's strokes have the pixel scale of the
 # decoder whatever the photo's size, so only the painting's scale sets the target. Against the painting at
-# the code's 192 px the same steps paint bolder for a worse style (docs/variational.md, session 9). The
+# the code's 192 px the same steps paint bolder for a worse style (docs/variational.md). The
 # photos are stylised at half the painting's longer side, at most ``MAX_PHOTO_SIZE``: the cost per step.
 PHOTO_SCALE = 1 / 2
 MAX_PHOTO_SIZE = 192
 # Weight of the evaluation's structure distance of each photo's result to the photo, beside its style distance.
-# On the held-back pairs (session 12's weights, refine_steps=30), 0 / 0.01 / 0.03 / 0.15 gave content 1.037 / 1.009 /
-# 0.978 / 0.890, style 0.086 / 0.088 / 0.089 / 0.098 and structure 0.343 / 0.297 / 0.262 / 0.162. Session 13's weights
-# refine further (style 0.077): 0.01 / 0.02 gave content 1.149 / 1.109, style 0.077 / 0.078, structure 0.299 / 0.269;
-# 0.02 keeps all five figures below the Magenta model's (1.140 / 0.088 / 0.271 / 0.204 / 0.315).
+# More of it trades style for structure; 0.02 keeps all five figures of the shipped weights below the Magenta
+# model's (docs/variational.md).
 STRUCTURE_WEIGHT = 0.02
 
 
@@ -82,14 +75,14 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
     size = min(MAX_PHOTO_SIZE, max(64, round(PHOTO_SCALE * max(painting.shape[-2:]))))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
-        target = {name: _mean_std_vector(value) for name, value in metrics.encode(painting).items()
+        target = {name: mean_std_vector(value) for name, value in metrics.encode(painting).items()
                   if name in STYLE_LAYERS}
         photos = [photo.to(device) for photo in refine_photos(size, net.multiple)]
         features = [net.content_encoder(photo) for photo in photos]
     colour_shift, colour_match = colours
-    colour, covariance = mean_colour(painting), colour_statistics(painting)[1]
+    colour, covariance = painting_colours([painting], [1.0])  # once: the painting stays, the results change
     w = w.detach().float().clone().requires_grad_(True)
-    # a 128-number smooth problem: L-BFGS reaches in 30 evaluations what 40 Adam steps did (module docstring)
+    # a 128-number smooth problem: L-BFGS needs fewer evaluations than Adam needs steps (module docstring)
     optimizer = torch.optim.LBFGS([w], lr=1, max_iter=steps, max_eval=steps, history_size=LBFGS_HISTORY,
                                   line_search_fn="strong_wolfe")
     bar = tqdm(total=steps, desc="refine style code", unit="step", leave=False, disable=not progress)
@@ -102,7 +95,7 @@ def _refine(net, metrics, painting, w, steps, colours, bf16, progress, structure
                 result = recolour(net.decoder.synthesize(photo_features, w).float(), colour, covariance,
                                   colour_shift, colour_match)
                 output = metrics.encoder(result)
-            loss = loss + torch.stack([relative_gap(_mean_std_vector(output[name]), target[name])
+            loss = loss + torch.stack([relative_gap(mean_std_vector(output[name]), target[name])
                                        for name in STYLE_LAYERS]).mean()
             if structure_weight:
                 loss = loss + structure_weight * structure_distance(result, photo).mean()

@@ -51,7 +51,7 @@ not computed.
 * propagation (PatchMatch, Barnes et al. 2009): each content patch also scores its four neighbours' choices,
   shifted by one step, exactly, and keeps the best.
 At 512 px over eleven photo/painting pairs the search picks the exact search's patch at 98.0-99.7 % of the
-positions (median 99.4 %); before the remainders and the propagation (session 19) 90.0-99.4 %.
+positions (median 99.4 %); without the remainders and the propagation 90.0-99.4 %.
 
 The content patches in the subspace's sample matter: from the style patches alone, the quarter of a photo's
 patches (sky, flat walls) whose best match is a near-tie among many bland style patches lose it (at 256 px,
@@ -59,11 +59,9 @@ patches (sky, flat walls) whose best match is a near-tie among many bland style 
 content patches in the sample). Tried and dropped (same measure, 8 candidates, 256 px): a stride-2 grid of
 style candidates plus their 3 x 3 neighbours (77 % even with exact scores on the grid: relu3_1 patches one
 pixel apart differ too much); k-means buckets of style patches (90 % while scanning 13 % of the pairs);
-reduced channels in the exact pixel-product scheme (its shifted sums over all 268M pixel pairs stay). At 512 px
-(session 20): stage 1 on every other content row or a checkerboard, the rest from the neighbours' choices by
-propagation (66-79 % over the eleven pairs: neighbouring patches' best matches are far less often one step
-apart than the propagation's gain on top of stage 1 suggests); 64 dimensions with the remainders and propagation
-(95.1 % at worst) for ~10 % of the time.
+reduced channels in the exact pixel-product scheme (its shifted sums over all 268M pixel pairs stay); stage 1 on
+every other content row, the rest by propagation (66-79 % at 512 px: neighbouring patches' best matches are
+rarely one step apart); 64 dimensions (95.1 % at worst) for ~10 % of the time.
 """
 from __future__ import annotations
 
@@ -71,7 +69,6 @@ import torch
 import torch.nn.functional as F
 
 from . import swap_kernel
-from .models.layers import capturing_graph
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores (128 MB) per band, in each of two buffers
 
@@ -585,15 +582,10 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     ``mode``: ``"exact"`` (``best_style_patches``; memory bounded by ``chunk_size`` style patches at a time)
     or ``"approximate"`` (``approximate_best_style_patches``, a two-stage search; ``chunk_size`` content
     patches ranked at a time). Measured at relu3_1 of a 512 px photo and a 512 px painting (the pair of
-    ``tests/benchmarks/bench_swap.py``), on a 2-core CPU with AVX512-BF16 and AMX (session 11, 8 candidates): the
-    approximate search picks the exact search's style patch at 98.2 % of the positions (98.9 % at 256 px, 98.4 %
-    at 384 px; 95.5-98.0 % for four more photo/painting pairs at 512 px), and where it differs, the patch it
-    picks scores within 1 % of the best (median; 95 % of them within 5 %). The whole swap in ``bench_swap.py``
-    (a fresh process per call, 2 threads, the other core idle): approximate 0.40 s; exact 0.68 s screened in
-    bfloat16, 1.16 s over float32 products with the C scoring pass (``nststyle.swap_kernel``), 1.56 s with the
-    PyTorch one. Extra memory ~100 MB against 156 MB (PyTorch scoring: 420 MB). Both modes share the rebuild.
-    Session 20 (AVX512-BF16, no AMX; the remainders, the C ranking and propagation): 99.5 % on that pair, 98.0-99.7 %
-    on ten more (median 99.4 %); approximate 0.42 s, exact 0.87 s (two threads; one: 0.67 s and 1.38 s).
+    ``tests/benchmarks/bench_swap.py``), on a 2-core CPU with AVX512-BF16: the approximate search picks the exact
+    search's style patch at 99.5 % of the positions (98.0-99.7 % on ten more pairs), and where it differs, the
+    patch it picks scores within 1 % of the best (median). Two threads: approximate 0.42 s, exact 0.87 s; extra
+    memory ~100 MB against 156 MB. Both modes share the rebuild.
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"unknown style swap mode {mode!r}: {' or '.join(SWAP_MODES)}")
@@ -608,34 +600,3 @@ def style_swap(content_features: torch.Tensor, style_features: torch.Tensor, pat
     index = search(content_features, style_features, patch_size, stride, chunk_size, eps)
     swapped = rebuild_from_patches(style_features, index, content_features.shape[-2:], patch_size, stride)
     return swapped[..., :height, :width]
-
-
-def mean_std(features: torch.Tensor, eps: float = 1e-5, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and standard deviation ``sqrt(var + eps)`` of ``B x C x H x W``
-    features, each ``B x C x 1 x 1`` (AdaIN statistics; unbiased variance by default, as in Huang & Belongie)."""
-    batch, channels = features.shape[:2]
-    count = features[0, 0].numel()
-    if (features.requires_grad and torch.is_grad_enabled()) or features.device.type != "cpu" or capturing_graph():
-        flat = features.flatten(2)
-        mean, var = flat.mean(-1), flat.var(-1, unbiased=unbiased)
-    else:  # batch norm's statistics kernel, 4-6x torch.var on one CPU thread (no autograd: nothing needs it here)
-        mean, var = torch.batch_norm_update_stats(features.reshape(1, batch * channels, -1), None, None, 0.0)
-        mean, var = mean.view(batch, channels), var.view(batch, channels)
-        if unbiased:
-            var = var * (count / max(count - 1, 1))
-    std = (var + eps).sqrt()
-    return mean[..., None, None], std[..., None, None]
-
-
-def adain_with_stats(content_features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                     eps: float = 1e-5) -> torch.Tensor:
-    """Normalise each content channel, then give it the target ``mean``/``std`` (``B x C x 1 x 1``, or
-    anything that broadcasts, e.g. predicted from a style code)."""
-    content_mean, content_std = mean_std(content_features, eps)
-    return (content_features - content_mean) / content_std * std + mean
-
-
-def adain(content_features: torch.Tensor, style_features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Adaptive instance normalisation: content features with the style's per-channel mean and std.
-    The style batch is 1 (shared) or the content batch (pairwise)."""
-    return adain_with_stats(content_features, *mean_std(style_features, eps), eps=eps)

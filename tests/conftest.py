@@ -11,7 +11,7 @@ TINY_NET = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_
                 mapping_hidden=16)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # cheap to build: each test module gets its own
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A variational checkpoint in train.py's format whose style code visibly matters (random AdaIN maps;
     a freshly trained net starts with zero maps, i.e. plain instance norm)."""
@@ -28,7 +28,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # cheap to build: each test module gets its own
 def inverse_checkpoint(tmp_path_factory) -> Path:
     """A small inverse network (random VGG encoder, batch-norm decoder) in train.py's checkpoint format."""
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ from nststyle.images import load_image
 from test_bad_inputs import assert_one_line_error, png_header_only
 
 gr = pytest.importorskip("gradio", reason="the web demo needs gradio: pip install -e '.[demo]'")
-import nststyle.stylize  # noqa: E402
+import nststyle.stylizers.variational  # noqa: E402
 from nststyle import demo  # noqa: E402  (after the skip: it needs gradio)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +144,8 @@ def test_the_quality_mode_refines_each_painting_once_and_never_the_photo(inputs,
     photo, painting = inputs
     monkeypatch.setattr(demo, "REFINE_STEPS", 2)
     refined = []
-    original = nststyle.stylize.refine_style_code
-    monkeypatch.setattr(nststyle.stylize, "refine_style_code",
+    original = nststyle.stylizers.variational.refine_style_code
+    monkeypatch.setattr(nststyle.stylizers.variational, "refine_style_code",
                         lambda *args, **kwargs: refined.append(1) or original(*args, **kwargs))
     plain, _ = demo.stylize(str(photo), [str(painting)], max_size=64, strength=0.6)
     first, summary = demo.stylize(str(photo), [str(painting)], max_size=64, strength=0.6, refine=True)

@@ -13,8 +13,8 @@ from skimage import data as skdata
 
 from nststyle.export import EXPORTERS, _graphs, calibration_inputs, export_onnx, quantize_style_path_pt2e
 from nststyle.images import resize_max
-from nststyle.models.variational import AdaIN, NoiseInjection, VariationalStyleNet
-from nststyle import stylize
+from nststyle import export
+from nststyle.models.variational import AdaIN, VariationalStyleNet
 from nststyle.stylize import ExportedStylizer, StylizeError, load_stylizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,8 +23,7 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "aoti": ".pt2"}
 OPTIONS = {"aoti": {"precision": "fp32"}}
 
 
-# AOTInductor compiles C++ for a minute per graph: its float32 runs of these three tests are slow-marked; the
-# default run keeps test_aoti_bf16_package_matches_pytorch_bf16
+# AOTInductor compiles C++ for a minute per graph: its runs are slow-marked
 @pytest.fixture(params=["onnx", "torchscript", pytest.param("aoti", marks=pytest.mark.slow)])
 def export_format(request):
     if request.param == "onnx":
@@ -57,29 +56,7 @@ def test_variational_graphs_match_pytorch_at_any_size(tiny_checkpoint, tmp_path,
     torch.testing.assert_close(output, stylizer.decode(content, code), atol=1e-3, rtol=0)
 
 
-def test_actnorm_and_noise_decoder_exports_like_pytorch(tmp_path, export_format):
-    """An ``actnorm`` decoder's statistics are constants of the graph (one multiply-add per AdaIN); its noise
-    inputs are integer hashes of the pixel coordinates, the same in every runtime."""
-    torch.manual_seed(0)
-    config = dict(style_dim=6, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
-                  mapping_hidden=16, decoder_norm="actnorm", noise=True)
-    net = VariationalStyleNet(**config)
-    for module in net.modules():
-        if isinstance(module, AdaIN):
-            torch.nn.init.normal_(module.to_stats.weight, std=0.5)
-        if isinstance(module, NoiseInjection):
-            torch.nn.init.constant_(module.strength, 0.05)
-    net(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))  # sets the statistics
-    path = tmp_path / "actnorm.ckpt"
-    torch.save({"state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
-                "nststyle": {"kind": "variational", "net": config, "vgg_weights": "random"}}, path)
-    stylizer = load_stylizer(path, "cpu")
-    exported = load_stylizer(EXPORTERS[export_format](stylizer, tmp_path, "actnorm",
-                                                      **OPTIONS.get(export_format, {}))[0])
-    content, style = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 40, 40)
-    torch.testing.assert_close(exported.stylize(content, style), stylizer.stylize(content, style), atol=1e-3, rtol=0)
-
-
+@pytest.mark.slow  # compiles C++ and, without AVX512-BF16, emulates bfloat16: minutes
 def test_aoti_bf16_package_matches_pytorch_bf16(tiny_checkpoint, tmp_path):
     stylizer = load_stylizer(tiny_checkpoint, "cpu", precision="bf16", colour_match=0.4)
     files = EXPORTERS["aoti"](stylizer, tmp_path, "tiny", precision="bf16")
@@ -96,15 +73,15 @@ def test_aoti_bf16_package_matches_pytorch_bf16(tiny_checkpoint, tmp_path):
 def test_aoti_package_refuses_a_cpu_without_its_instructions(tiny_checkpoint, tmp_path, monkeypatch):
     """A package's kernels use the exporting CPU's vector instructions; on a CPU without them the process would
     die (SIGILL) at the first image, so loading says so in one line instead."""
-    flags = stylize.cpu_flags()
+    flags = export.cpu_flags()
     if flags is None:
         pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
-    needed = stylize.compiled_cpu_flags()
+    needed = export.compiled_cpu_flags()
     assert needed and set(needed) <= flags  # what this machine compiles for, it has
     file = tmp_path / "tiny.pt2"
     with zipfile.ZipFile(file, "w") as archive:  # only the card is read before the check
-        archive.writestr(f"tiny/extra/{stylize.METADATA_KEY}", json.dumps({"cpu_flags": needed}))
-    monkeypatch.setattr(stylize, "cpu_flags", lambda: flags - {needed[0]})
+        archive.writestr(f"tiny/extra/{export.METADATA_KEY}", json.dumps({"cpu_flags": needed}))
+    monkeypatch.setattr(export, "cpu_flags", lambda: flags - {needed[0]})
     with pytest.raises(StylizeError, match=f"compiled for a CPU with {needed[0]}, which this one lacks") as error:
         load_stylizer(file)
     assert "\n" not in str(error.value)

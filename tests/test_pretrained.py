@@ -14,19 +14,19 @@ import torch
 from hydra import compose, initialize_config_dir
 from skimage import data as skdata
 
+import nststyle.loading as loading
+from nststyle.checkpoints import CheckpointError, export, half_if_it_fits, inference_state, warm_start
 from nststyle.images import resize_max
 from nststyle.metrics import StyleMetrics
 from nststyle.models.layers import ReflectConv2d
 from nststyle.models.variational import VariationalStyleNet
-from nststyle.pretrained import Pretrained, export, half_if_it_fits, inference_state
+from nststyle.pretrained import Pretrained
 from nststyle.sample_set import style_images
-import nststyle.stylize as stylize
+from nststyle.ship import main
 from nststyle.stylize import StylizeError, load_stylizer
 from nststyle.swap import bf16_is_fast
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from train import ConfigError, warm_start  # noqa: E402
 
 SHIPPED = list(Pretrained)  # aliases (DEFAULT) are not repeated
 
@@ -92,8 +92,6 @@ def test_export_is_inference_only_and_stylises_like_the_checkpoint(tmp_path):
 
 
 def test_a_shipped_file_gets_a_new_card_and_keeps_its_weights_step_and_recipe(tmp_path):
-    from nststyle.pretrained import main
-
     shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "shipped.pt", recipe="r", style_size=96)
     main([str(shipped), str(tmp_path / "recarded.pt"), "--colour-shift", "0.5"])
     before, after = (torch.load(path, weights_only=True) for path in (shipped, tmp_path / "recarded.pt"))
@@ -128,9 +126,9 @@ def test_warm_start_copies_the_weights_and_checks_the_kind(tmp_path):
     assert torch.equal(model.net.decoder.to_rgb.weight.half(), expected)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         inverse = hydra.utils.instantiate(compose("train", overrides=["model=inverse", "model.vgg_weights=random"]).model)
-    with pytest.raises(ConfigError, match="'variational' model"):
+    with pytest.raises(CheckpointError, match="'variational' model"):
         warm_start(inverse, str(shipped))
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         warm_start(model, str(tmp_path / "missing.pt"))
 
 
@@ -150,38 +148,33 @@ def test_warm_start_grows_a_deeper_bottleneck_that_starts_as_the_same_function(t
     grown.net.train()
     grown.net(photo, painting)[0].mean().backward()
     assert grown.net.decoder.bottleneck[-1].conv2.weight.grad.abs().sum() > 0
-    with pytest.raises(ConfigError, match="bottleneck_blocks"):  # shallower is no growth
+    with pytest.raises(CheckpointError, match="bottleneck_blocks"):  # shallower is no growth
         warm_start(variational_module(bottleneck_blocks=0), str(shipped))
-    with pytest.raises(ConfigError, match="width"):
+    with pytest.raises(CheckpointError, match="width"):
         warm_start(variational_module(bottleneck_blocks=3, width=16), str(shipped))
 
-
-@pytest.mark.parametrize("option", [{"decoder_norm": "actnorm"}, {"noise": True}])
-def test_warm_start_to_an_actnorm_or_noise_decoder_keeps_every_weight_and_adds_the_new_ones(tmp_path, option):
-    """Actnorm statistics are set from the first training batch; noise inputs start at strength 0 (the function
-    of the source)."""
-    shipped = export(training_checkpoint(tmp_path / "last.ckpt"), tmp_path / "s.pt")
-    source = load_stylizer(shipped, "cpu")
-    model = variational_module(**option)
-    warm_start(model, str(shipped))
-    source_state = source.net.state_dict()
-    for key, value in model.net.state_dict().items():
-        if key.endswith((".centre", ".log_scale", ".initialised", ".strength")):
-            assert key not in source_state and not value.any()
-        elif not key.startswith("style_encoder.vgg."):  # (random, not shipped)
-            torch.testing.assert_close(value, source_state[key].to(value.dtype))
-    model.net.style_encoder.vgg.load_state_dict(source.net.style_encoder.vgg.state_dict())
-    photo, painting = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    if "noise" in option:
-        with torch.no_grad():
-            torch.testing.assert_close(model.net.eval()(photo, painting)[0], source.net(photo, painting)[0])
-    model.net.train()
-    output = model.net(photo, painting)[0]
-    assert torch.isfinite(output).all()
-    if "decoder_norm" in option:
-        assert model.net.decoder.ups[0].norm_fuse.initialised
-    with pytest.raises(ConfigError, match=next(iter(option))):  # the other way round, parameters would be lost
-        warm_start(variational_module(), str(training_checkpoint(tmp_path / "a.ckpt", **option)))
+def test_a_checkpoint_with_the_retired_options_loads_where_they_built_nothing(tmp_path):
+    """Checkpoints of 0.1.0 (the shipped weights, runs with model.*_weight keys) record decoder_norm, up_norm,
+    fuse_norm and noise in their card: at the values that built nothing they load for inference and init_from;
+    a network that used them is refused in one line."""
+    retired = {"decoder_norm": "instance", "up_norm": None, "fuse_norm": None, "noise": False}
+    old = training_checkpoint(tmp_path / "old.ckpt")
+    checkpoint = torch.load(old, weights_only=True)
+    checkpoint["nststyle"]["net"].update(retired)
+    checkpoint["hyper_parameters"] = {"net": {**NET, **retired}, "local_style_weight": 4e6, "structure_weight": 1e6,
+                                      "stability_weight": 0.0, "invented_edges_weight": 0.0, "patch_weight": 0.0,
+                                      "style_hue_shift": 0.0}
+    torch.save(checkpoint, old)
+    photo, painting = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 24, 24)
+    assert load_stylizer(old, "cpu").stylize(photo, painting).isfinite().all()
+    model = variational_module()
+    warm_start(model, str(old))
+    assert torch.equal(model.net.decoder.to_rgb.weight, checkpoint["state_dict"]["net.decoder.to_rgb.weight"])
+    assert "noise" not in torch.load(export(old, tmp_path / "s.pt"), weights_only=True)["nststyle"]["net"]
+    checkpoint["nststyle"]["net"]["decoder_norm"] = "actnorm"
+    torch.save(checkpoint, tmp_path / "actnorm.ckpt")
+    with pytest.raises(StylizeError, match="net.decoder_norm='actnorm', an option removed in nststyle 0.2.0"):
+        load_stylizer(tmp_path / "actnorm.ckpt", "cpu")
 
 
 def test_warm_start_to_zero_padding_and_smaller_kernels_keeps_the_parameters_and_flat_answers(tmp_path):
@@ -211,7 +204,7 @@ def test_warm_start_to_zero_padding_and_smaller_kernels_keeps_the_parameters_and
         with torch.no_grad():  # away from the borders (reflect padding against zeros)
             torch.testing.assert_close(conv(small.net)(flat)[..., 4:-4, 4:-4], conv(source)(flat)[..., 4:-4, 4:-4],
                                        rtol=1e-3, atol=1e-3, msg=name)
-    with pytest.raises(ConfigError, match="width"):
+    with pytest.raises(CheckpointError, match="width"):
         warm_start(variational_module(rgb_kernel=3, width=16), str(shipped))
 
 
@@ -249,15 +242,15 @@ def test_a_kill_during_export_leaves_the_previous_file_whole(tmp_path):
     target = export(full, tmp_path / "shipped.pt", recipe="first")
     script = f"""
 import os, signal, torch
-import nststyle.pretrained as pretrained
+import nststyle.checkpoints as checkpoints
 real_save = torch.save
 def save_half_then_die(obj, path):
     real_save(obj, path)
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     os.kill(os.getpid(), signal.SIGKILL)
-pretrained.torch.save = save_half_then_die
-pretrained.export({str(full)!r}, {str(target)!r}, recipe="second")
+checkpoints.torch.save = save_half_then_die
+checkpoints.export({str(full)!r}, {str(target)!r}, recipe="second")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr
@@ -310,11 +303,11 @@ def test_auto_precision_is_bf16_where_the_device_runs_it_natively():
 
 def test_explicit_bf16_warns_only_where_it_is_emulated(monkeypatch, recwarn):
     """precision=bf16 on a CPU without native bfloat16 still runs (as asked) but says it is emulated and slow."""
-    monkeypatch.setattr(stylize, "bf16_is_fast", lambda device: False)
+    monkeypatch.setattr(loading, "bf16_is_fast", lambda device: False)
     with pytest.warns(UserWarning, match="without native bfloat16"):
         assert load_stylizer("inverse", "cpu", precision="bf16").precision == "bf16"
     assert load_stylizer("inverse", "cpu", precision="auto").precision == "fp32"
-    monkeypatch.setattr(stylize, "bf16_is_fast", lambda device: True)
+    monkeypatch.setattr(loading, "bf16_is_fast", lambda device: True)
     recwarn.clear()
     load_stylizer("inverse", "cpu", precision="bf16")
     assert not [w for w in recwarn if "native bfloat16" in str(w.message)]

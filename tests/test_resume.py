@@ -101,7 +101,7 @@ def assert_same_run(resumed: dict, uninterrupted: dict):
     assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
 
 
-@pytest.mark.parametrize("killer", ["KillAtStep", "KillInsideSave"])
+@pytest.mark.parametrize("killer", ["KillAtStep", pytest.param("KillInsideSave", marks=pytest.mark.slow)])
 def test_killed_run_resumes_with_ckpt_path_last_to_the_uninterrupted_weights(killer, tmp_path, sample_dir,
                                                                               uninterrupted):
     # killed at step 5 (last.ckpt from step 3) and resumed as a new run of the task; or killed while

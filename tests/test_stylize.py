@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from skimage import data as skdata
 
-import nststyle.stylize
+import nststyle.stylizers.variational
 from nststyle.images import (colour_statistics, load_image, match_color, match_colour_statistics, mean_colour,
                              shift_mean_colour)
 from nststyle.metrics import StyleMetrics, structure_distance
@@ -294,6 +294,7 @@ def test_mix_shifts_to_the_weighted_mean_colour_of_its_paintings(ckpt, images, t
     assert (saved(tmp_path / "mix.png") - saved(tmp_path / "one.png")).abs().max() <= 1 / 255
 
 
+@pytest.mark.slow  # L-BFGS through the VGG on the CPU: minutes
 def test_refining_a_paintings_code_lowers_the_evaluations_style_distance_and_is_done_once(
         ckpt, inverse_checkpoint, images, tmp_path, monkeypatch):
     torch.manual_seed(0)
@@ -333,8 +334,8 @@ def test_refining_a_paintings_code_lowers_the_evaluations_style_distance_and_is_
     assert torch.isfinite(matched).all() and matched_style_distance(matched) < matched_style_distance(w0)
 
     calls = []
-    original = nststyle.stylize.refine_style_code
-    monkeypatch.setattr(nststyle.stylize, "refine_style_code", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = nststyle.stylizers.variational.refine_style_code
+    monkeypatch.setattr(nststyle.stylizers.variational, "refine_style_code", lambda *a, **k: calls.append(1) or original(*a, **k))
     content = torch.rand(1, 3, 32, 40)
     first = stylizer.stylize(content, painting)
     assert torch.equal(stylizer.stylize(content, painting), first) and len(calls) == 1  # once per painting

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 import nststyle.swap as swap_module
 import nststyle.swap_kernel as swap_kernel
-from nststyle.swap import (SCREEN_CAPACITY, SCREEN_ERROR, adain, adain_with_stats, approximate_best_style_patches,
-                           best_style_patches, can_screen, mean_std, style_patch_norms, style_swap)
+from nststyle.swap import (SCREEN_CAPACITY, SCREEN_ERROR, approximate_best_style_patches, best_style_patches,
+                           can_screen, style_patch_norms, style_swap)
 
 
 def reference_style_swap(content, style, patch_size=3, stride=1, eps=1e-8):
@@ -391,45 +391,3 @@ def test_style_swap_rejects_unknown_modes_and_bad_approximate_settings():
         style_swap(content, style, mode="fast")
     with pytest.raises(ValueError, match="candidates, dims and channels must be >= 1"):
         approximate_best_style_patches(content, style, candidates=0)
-
-
-def test_adain_gives_content_the_style_statistics():
-    content = relu_features(2, 6, 9, 11, seed=10) * 3 + 1
-    style = relu_features(1, 6, 7, 5, seed=11) * 0.5
-    out = adain(content, style)
-    mean, std = mean_std(out)
-    style_mean, style_std = mean_std(style)
-    torch.testing.assert_close(mean, style_mean.expand_as(mean))
-    torch.testing.assert_close(std, style_std.expand_as(std), rtol=1e-4, atol=1e-4)
-    # the normalised content pattern survives: per-channel correlation with the content is 1
-    centred = lambda t: (t - t.mean((-1, -2), keepdim=True)).flatten(2)
-    correlation = F.cosine_similarity(centred(out), centred(content), dim=-1)
-    torch.testing.assert_close(correlation, torch.ones_like(correlation))
-
-
-def test_adain_pairwise_and_with_given_stats():
-    content, style = relu_features(2, 4, 6, 6, seed=12), relu_features(2, 4, 5, 5, seed=13)
-    pairwise = adain(content, style)
-    for i in range(2):
-        torch.testing.assert_close(pairwise[i:i + 1], adain(content[i:i + 1], style[i:i + 1]))
-    torch.testing.assert_close(pairwise, adain_with_stats(content, *mean_std(style)))
-
-
-def test_mean_std_matches_torch():
-    features = relu_features(2, 3, 4, 5, seed=14)
-    mean, std = mean_std(features, eps=0.0)
-    assert mean.shape == std.shape == (2, 3, 1, 1)
-    torch.testing.assert_close(mean.flatten(), features.mean((2, 3)).flatten())
-    torch.testing.assert_close(std.flatten(), features.flatten(2).std(-1).flatten())
-
-
-@pytest.mark.parametrize("unbiased", [True, False])
-def test_mean_std_without_autograd_matches_the_autograd_path(unbiased):
-    # without autograd mean_std takes batch norm's statistics kernel; with it, mean and var of the flat maps
-    features = relu_features(3, 7, 9, 11, seed=12) * 5
-    fast = mean_std(features, unbiased=unbiased)
-    differentiable = mean_std(features.clone().requires_grad_(), unbiased=unbiased)
-    for a, b in zip(fast, differentiable):
-        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
-    flat = features.flatten(2)
-    torch.testing.assert_close(fast[1].flatten(2).squeeze(-1), (flat.var(-1, unbiased=unbiased) + 1e-5).sqrt())

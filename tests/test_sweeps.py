@@ -32,6 +32,7 @@ def train(*args, timeout=600):
                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=timeout)
 
 
+@pytest.mark.slow  # a sweep of training jobs
 def test_optuna_search_minimises_the_evaluation_score(tmp_path, sample_dir):
     result = train("hparams_search=variational_optuna", *TINY, f"data.sample_dir={sample_dir}",
                    "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}")

@@ -9,10 +9,8 @@ the training activations -- natural photo activations, natural painting activati
 The swapped activations are the paper's augmentation: they are not the activations of any image, and a
 decoder that never saw them inverts them badly (``n_swapped=0`` is that ablation).
 
-Checkpoints carry ``checkpoint["nststyle"] = {"kind": "inverse", "net": ..., "vgg_weights": ..., "layer": ...,
-"patch_size": ..., "stride": ...}`` (what ``nststyle.stylize`` needs, without Lightning) and, when
-``train.py`` set it, ``checkpoint["config"]`` with the resolved Hydra config, like the variational model.
-The frozen encoder's weights stay in the checkpoint (see ``on_save_checkpoint``).
+Checkpoints carry the card ``nststyle.checkpoints`` writes and reads (with the swap's ``layer``, ``patch_size``
+and ``stride``); the frozen encoder's weights stay in the checkpoint (see ``on_save_checkpoint``).
 """
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import write_card
 from ..features import VGGEncoder
 from ..losses import style_loss as build_style_loss, total_variation
 from ..models.inverse import InverseNet
@@ -173,10 +172,8 @@ class InverseNetwork(pl.LightningModule):
         # only inverts the encoder it was trained against: its weights (2 MB up to relu3_1) stay in the
         # checkpoint, so ``random`` test encoders and future changes of the weight files cannot break it.
         hp = self.hparams
-        checkpoint["nststyle"] = {"kind": self.model_kind, "net": dict(hp.net), "vgg_weights": hp.vgg_weights,
-                                  "layer": hp.layer, "patch_size": hp.patch_size, "stride": hp.stride}
-        if self.run_config is not None:
-            checkpoint["config"] = self.run_config
+        write_card(checkpoint, self.model_kind, hp.net, hp.vgg_weights, self.run_config, layer=hp.layer,
+                   patch_size=hp.patch_size, stride=hp.stride)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         for key, value in self.vgg.state_dict().items():  # older checkpoints without the encoder

@@ -3,20 +3,10 @@
     loss = content_weight * MSE(relu4_2)          (perceptual content)
          + style_weight   * style_loss(layers)    (Gram by default; any kind or fusion of nststyle.losses)
          + kl_weight * min(1, step / kl_warmup_steps) * KL(q(z|s) || N(0, I))
-         + tv_weight * TV(output)                  (optional)
-         + structure_weight * structure(output, content)   (optional; nststyle.metrics: 1 - edge-map correlation)
-         + patch_weight * ||F(output) - swap(F(output), F(style))||^2 / ||swap||^2   (optional; relu3_1 by default)
-         + stability_weight * ||G(content + d) - G(content)||^2 / ||d||^2   (optional; d: a faint low-frequency
-           change of the photo's tones, G: the network with the same style code)
-         + invented_edges_weight * invented_edges(output, content, per="photo")   (optional; shapes painted over
-           the photo's flat regions)
-         + local_style_weight * local_style_distance(output, style)   (optional; the evaluation's local figure:
-           each 8x8 window of relu2_1/relu3_1 to its nearest painting window and back)
+         + sum of the configured optional terms (``model.terms``, ``nststyle.lit.terms``: tv, structure,
+           stability, invented_edges, local_style), each weight * term
 
-Checkpoints carry ``checkpoint["nststyle"] = {"kind": "variational", "net": <constructor kwargs>}``
-(what ``nststyle.stylize`` needs to rebuild the network without Lightning) and, when ``train.py`` set
-it, ``checkpoint["config"]`` with the resolved Hydra config. The frozen VGG weights are left out of
-checkpoints (they are rebuilt from ``vgg_weights``).
+Checkpoints carry the card ``nststyle.checkpoints`` writes and reads.
 """
 from __future__ import annotations
 
@@ -26,14 +16,13 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
+from ..checkpoints import CARD_KEYS, COLOUR_CARD, write_card
 from ..features import CONTENT_LAYER, VGGEncoder
-from ..images import colour_statistics, mean_colour, recolour
-from ..losses import ContentLoss, kl_divergence, style_loss, total_variation
-from ..metrics import LOCAL_LAYERS, invented_edges, local_style_distance, low_frequency_change, relative_gap, stability_gain, structure_distance
+from ..images import recolour_like
+from ..losses import ContentLoss, kl_divergence, style_loss
 from ..models.variational import VariationalStyleNet
-from ..swap import style_swap
+from .terms import TermInputs, build_terms
 
 # The paper's style layers: Gram matrices of the VGG layers up to relu4_2 (which is the content layer).
 PAPER_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
@@ -76,15 +65,6 @@ def adam_with_schedule(module: pl.LightningModule) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def patch_distance(output_features: torch.Tensor, painting_features: torch.Tensor) -> torch.Tensor:
-    """``||F - swap(F, P)||^2 / ||swap(F, P)||^2`` averaged over the batch: each 3x3 patch of ``F`` (``B x C x H x W``)
-    against the patch of its own painting's ``P`` that the style swap picks for it (no gradient through the pick)."""
-    output_features = output_features.float()
-    with torch.no_grad():
-        target = style_swap(output_features.detach(), painting_features.float())
-    return relative_gap(output_features, target).mean()
-
-
 def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
     """Freeze every parameter of ``net`` outside the named submodules (None: train them all)."""
     if train_only is None:
@@ -103,7 +83,7 @@ def freeze_all_but(net: torch.nn.Module, train_only: list[str] | None) -> None:
 def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
     """Before the optimiser step: when any gradient of ``module.net`` is inf/NaN, drop them all (Adam
     skips parameters without a gradient) and log it. A finite loss can still give inf gradients under
-    bf16 autocast, and gradient clipping then turns every weight into NaN (seen twice on the CPU)."""
+    bf16 autocast, and gradient clipping would then turn every weight into NaN."""
     gradients = [p.grad for p in module.net.parameters() if p.grad is not None]
     if not gradients or torch.isfinite(torch.stack([g.float().abs().max() for g in gradients])).all():
         return False
@@ -114,8 +94,39 @@ def drop_nonfinite_gradients(module: pl.LightningModule) -> bool:
     return True
 
 
-# the inference settings a checkpoint may carry, as shipped files do (nststyle.pretrained)
-CARD_KEYS = ("style_size", "colour_shift", "colour_match")
+# the optional terms' weights at the top level of the model config, as runs before ``model.terms`` wrote them
+TOP_LEVEL_WEIGHTS = {"tv_weight": "tv", "structure_weight": "structure", "stability_weight": "stability",
+                     "invented_edges_weight": "invented_edges", "local_style_weight": "local_style"}
+
+
+def network_arguments(net: dict | None, style_dim: int | None, vgg_weights: str) -> dict:
+    """``VariationalStyleNet``'s constructor arguments as the model config gives them (``style_dim`` at the top
+    level, for sweeps; a VGG style encoder shares the loss's VGG weights): what the checkpoint's card records."""
+    net = plain(net or {})
+    if style_dim is not None:
+        net["style_dim"] = style_dim
+    if net.get("style_encoder") == "vgg":
+        net.setdefault("style_vgg_weights", vgg_weights)  # the same VGG as the loss: its features are reused
+    return net
+
+
+def inference_card(colour_shift: float, colour_match: float, card: dict | None) -> dict:
+    """What inference of the checkpoints does: the colour post-processing the outputs were scored after, then
+    ``card``'s entries."""
+    unknown = sorted(set(card or {}) - set(CARD_KEYS))
+    if unknown:
+        raise ValueError(f"unknown card entries {unknown}: a checkpoint's card takes {', '.join(CARD_KEYS)}")
+    colours = {name: value for name, value in zip(COLOUR_CARD, (colour_shift, colour_match)) if value}
+    return {**colours, **plain(card or {})}
+
+
+def all_terms(terms: dict | None, top_level: dict) -> dict:
+    """``model.terms`` with the top-level ``*_weight`` keys that are set (not None) folded in over it."""
+    terms = plain(terms or {})
+    for key, weight in top_level.items():
+        if weight is not None:
+            terms[TOP_LEVEL_WEIGHTS[key]] = {**terms.get(TOP_LEVEL_WEIGHTS[key], {}), "weight": weight}
+    return terms
 
 
 class VariationalStyleTransfer(pl.LightningModule):
@@ -143,26 +154,11 @@ class VariationalStyleTransfer(pl.LightningModule):
         style_code_scale: the style encoder reads the painting crop resized by this factor, while the
             style loss scores against it as it is: inference reads paintings smaller (``card.style_size``) than
             the scale their strokes should have in the output. 1: both read the crop as it is.
-        style_hue_shift: in training, each painting's hue turned by a random fraction of the colour wheel in
-            [-this, this] (``torchvision``'s ``adjust_hue``) before it is a target and a code: more palettes for
-            a style path that learns from ~100 paintings (docs/variational.md, session 13). 0: as they are.
-        patch_weight: weight of the patch term (Li & Wand's MRF loss through Chen & Schmidt's style swap): each
-            3x3 patch of the output's ``patch_layer`` features pulled to its best-matching patch of the painting's
-            (``nststyle.swap.style_swap``), relative to that target's energy. Where the distribution losses
-            accept any arrangement with the painting's statistics (flat shapes in its colours), this asks every
-            place of the output to look like some place of the painting. 0: no such term.
-        stability_weight: weight of the stability term (Gupta et al. 2017, "Characterizing and improving
-            stability in neural style transfer"): how much the output moves when the photo's tones move by a
-            faint smooth ``low_frequency_change``, relative to that change. A network that paints the paintings'
-            contrast onto the faint gradients of skies (outlined shapes; docs/variational.md, session 18) moves a
-            lot (the evaluation's ``stability=true``: the shipped weights 40.4, the Magenta model 22.0). 0: none.
-        local_style_weight: weight of the local style term (``nststyle.metrics.local_style_distance``, the
-            evaluation's local figure): every window of the output's relu2_1/relu3_1 features must look like some
-            window of its painting and every painting window must appear somewhere in the output, so flat shapes
-            in the painting's colours cost what the global statistics let pass. 0: none.
-        invented_edges_weight: weight of the invented-edges term (``nststyle.metrics.invented_edges`` over the
-            photo's mean edges): the output's shape-scale edges in the photo's flatter half, the blobs and rings
-            painted over skies and walls (docs/variational.md, session 20). 0: none.
+        terms: the optional loss terms, ``{name: {"weight": w}}`` (``nststyle.lit.terms``); a weight of 0 leaves
+            the term out.
+        tv_weight, structure_weight, stability_weight, invented_edges_weight, local_style_weight: the same terms'
+            weights as top-level keys, as the commands of earlier runs set them; where set (not None) they
+            override ``terms``.
     """
 
     model_kind = "variational"
@@ -171,43 +167,35 @@ class VariationalStyleTransfer(pl.LightningModule):
                  style_layers: dict | None = None,
                  content_layer: str = CONTENT_LAYER, vgg_weights: str = "caffe", content_weight: float = 1.0,
                  style_weight: float = 1.0, kl_weight: float = 1.0, kl_warmup_steps: int = 1000,
-                 tv_weight: float = 0.0, optimizer: dict | None = None, scheduler: dict | None = None,
+                 optimizer: dict | None = None, scheduler: dict | None = None,
                  prior_samples: int = 3, train_only: list[str] | None = None, colour_shift: float = 0.0,
-                 card: dict | None = None, style_code_scale: float = 1.0, structure_weight: float = 0.0,
-                 style_hue_shift: float = 0.0, colour_match: float = 0.0, patch_weight: float = 0.0,
-                 patch_layer: str = "relu3_1", stability_weight: float = 0.0, invented_edges_weight: float = 0.0,
-                 local_style_weight: float = 0.0):
+                 card: dict | None = None, style_code_scale: float = 1.0, colour_match: float = 0.0,
+                 terms: dict | None = None, tv_weight: float | None = None, structure_weight: float | None = None,
+                 stability_weight: float | None = None, invented_edges_weight: float | None = None,
+                 local_style_weight: float | None = None):
         super().__init__()
-        unknown = sorted(set(card or {}) - set(CARD_KEYS))
-        if unknown:
-            raise ValueError(f"unknown card entries {unknown}: a checkpoint's card takes {', '.join(CARD_KEYS)}")
-        net, loss = plain(net or {}), plain(loss or {"kind": "gram"})
-        if style_dim is not None:
-            net["style_dim"] = style_dim
-        if net.get("style_encoder") == "vgg":
-            net.setdefault("style_vgg_weights", vgg_weights)  # the same VGG as the loss: its features are reused
+        card = inference_card(colour_shift, colour_match, card)  # refuses unknown entries before building anything
+        net, loss = network_arguments(net, style_dim, vgg_weights), plain(loss or {"kind": "gram"})
+        terms = all_terms(terms, {"tv_weight": tv_weight, "structure_weight": structure_weight,
+                                  "stability_weight": stability_weight, "invented_edges_weight": invented_edges_weight,
+                                  "local_style_weight": local_style_weight})
         style_layers = plain(style_layers or PAPER_STYLE_LAYERS)
         self.save_hyperparameters({"net": net, "loss": loss, "style_layers": style_layers,
                                    "content_layer": content_layer, "vgg_weights": vgg_weights,
                                    "content_weight": content_weight, "style_weight": style_weight,
                                    "kl_weight": kl_weight, "kl_warmup_steps": kl_warmup_steps,
-                                   "tv_weight": tv_weight, "optimizer": plain(optimizer or {"lr": 1e-4}),
+                                   "optimizer": plain(optimizer or {"lr": 1e-4}),
                                    "scheduler": plain(scheduler or {"kind": "constant"}),
                                    "prior_samples": prior_samples, "train_only": plain(train_only),
-                                   "colour_shift": colour_shift, "colour_match": colour_match,
-                                   "card": plain(card or {}),
-                                   "style_code_scale": style_code_scale, "structure_weight": structure_weight,
-                                   "style_hue_shift": style_hue_shift, "patch_weight": patch_weight,
-                                   "patch_layer": patch_layer, "stability_weight": stability_weight,
-                                   "invented_edges_weight": invented_edges_weight,
-                                   "local_style_weight": local_style_weight})
+                                   "colour_shift": colour_shift, "colour_match": colour_match, "card": card,
+                                   "style_code_scale": style_code_scale, "terms": terms})
         self.net = VariationalStyleNet(**net)
         freeze_all_but(self.net, train_only)
         options = dict(loss)
         self.style_loss = style_loss(options.pop("kind"), style_layers, **options)
         self.content_loss = ContentLoss(content_layer)
-        layers = (tuple(self.style_loss.layers) + (content_layer,) + ((patch_layer,) if patch_weight else ())
-                  + (LOCAL_LAYERS if local_style_weight else ()))
+        self.terms = build_terms(terms)
+        layers = (*self.style_loss.layers, content_layer, *(layer for term in self.terms for layer in term.layers))
         self.vgg = VGGEncoder(tuple(dict.fromkeys(layers)), weights=vgg_weights)
         self.run_config: dict | None = None  # the resolved Hydra config; train.py sets it
 
@@ -246,26 +234,10 @@ class VariationalStyleTransfer(pl.LightningModule):
                  "kl": kl_divergence(mu.float(), logvar.float())}
         total = (self.hparams.content_weight * terms["content"] + self.hparams.style_weight * terms["style"]
                  + self.kl_factor() * terms["kl"])
-        if self.hparams.tv_weight:
-            terms["tv"] = total_variation(output.float())
-            total = total + self.hparams.tv_weight * terms["tv"]
-        if self.hparams.get("structure_weight"):
-            terms["structure"] = structure_distance(output.float(), content).mean()
-            total = total + self.hparams.structure_weight * terms["structure"]
-        if self.hparams.get("stability_weight"):
-            change = low_frequency_change(content)
-            moved = self.net.decode((content + change).clamp(0, 1), code)
-            terms["stability"] = stability_gain(raw_output, moved, change)
-            total = total + self.hparams.stability_weight * terms["stability"]
-        if self.hparams.get("invented_edges_weight"):
-            terms["invented_edges"] = invented_edges(output.float(), content, per="photo").mean()
-            total = total + self.hparams.invented_edges_weight * terms["invented_edges"]
-        if self.hparams.get("local_style_weight"):
-            terms["local_style"] = local_style_distance(features, painting_features).mean()
-            total = total + self.hparams.local_style_weight * terms["local_style"]
-        if self.hparams.get("patch_weight"):
-            terms["patch"] = patch_distance(features[self.hparams.patch_layer], painting_features[self.hparams.patch_layer])
-            total = total + self.hparams.patch_weight * terms["patch"]
+        batch = TermInputs(content, output, raw_output, code, features, painting_features, self.net.decode)
+        for term in self.terms:
+            terms[term.name] = term(batch)
+            total = total + term.weight * terms[term.name]
         terms["loss"] = total
         # Diagnostics of the code distribution (no gradient): prior samples are only meaningful when
         # the posterior means spread like N(0, I) (norm ~ sqrt(style_dim)) rather than far beyond it.
@@ -280,20 +252,12 @@ class VariationalStyleTransfer(pl.LightningModule):
             return style
         return F.interpolate(style, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False)
 
-    def shift_hues(self, style: torch.Tensor) -> torch.Tensor:
-        """The paintings with their hues turned at random (``style_hue_shift``; unchanged at 0)."""
-        limit = self.hparams.get("style_hue_shift", 0.0)
-        if not limit:
-            return style
-        shifts = (torch.rand(len(style)) * 2 - 1) * limit
-        return torch.stack([TF.adjust_hue(image, float(shift)) for image, shift in zip(style, shifts)])
-
     def training_step(self, batch, batch_idx):
         content, style = batch
-        terms = self.losses(content, self.shift_hues(style))
+        terms = self.losses(content, style)
         if not torch.isfinite(terms["loss"]):
-            # One bad batch must not poison the weights and Adam's moments (a CPU bf16 run went NaN at
-            # step ~1120): skip the update (Lightning skips backward and step on None).
+            # One bad batch must not poison the weights and Adam's moments: skip the update (Lightning
+            # skips backward and step on None).
             self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum", batch_size=len(content))
             self.nonfinite_step = True
             return None
@@ -330,10 +294,7 @@ class VariationalStyleTransfer(pl.LightningModule):
 
     def recolour(self, output: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """``output`` after the colour post-processing inference will apply (``images.recolour``)."""
-        shift, match = self.hparams.colour_shift, self.hparams.get("colour_match", 0.0)
-        if not (shift or match):
-            return output
-        return recolour(output, mean_colour(style), colour_statistics(style)[1], shift, match)
+        return recolour_like(output, [style], [1.0], self.hparams.colour_shift, self.hparams.colour_match)
 
     @torch.no_grad()
     def sample_prior(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -341,17 +302,8 @@ class VariationalStyleTransfer(pl.LightningModule):
 
     # -- checkpoints -------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["state_dict"]
-        for key in [key for key in state if key.startswith("vgg.")]:
-            del state[key]  # frozen and rebuilt from vgg_weights: keeps checkpoints small
-        checkpoint["nststyle"] = {"kind": self.model_kind, "net": dict(self.hparams.net),
-                                  "vgg_weights": self.hparams.vgg_weights}
-        for name in ("colour_shift", "colour_match"):  # trained through the recolouring: inference applies it too
-            if self.hparams.get(name):
-                checkpoint["nststyle"][name] = self.hparams[name]
-        checkpoint["nststyle"].update(self.hparams.get("card") or {})
-        if self.run_config is not None:
-            checkpoint["config"] = self.run_config
+        write_card(checkpoint, self.model_kind, self.hparams.net, self.hparams.vgg_weights, self.run_config,
+                   **self.hparams.card)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"].update({f"vgg.{key}": value for key, value in self.vgg.state_dict().items()})

@@ -12,12 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def capturing_graph() -> bool:
-    """Whether the code runs under tracing, scripting, ``torch.export``/ONNX export or ``torch.compile``, which
-    want the plain operators."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+from ..tracing import capturing_graph
 
 
 def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:

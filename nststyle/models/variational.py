@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..features import VGGEncoder
-from ..swap import mean_std
-from .layers import ReflectConv2d, capturing_graph
+from ..statistics import mean_std_vector
+from ..tracing import capturing_graph
+from .layers import ReflectConv2d
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -41,7 +42,7 @@ def padded_conv(in_channels: int, out_channels: int, kernel_size: int = 3, strid
                 padding: str = "reflect") -> nn.Conv2d:
     """A conv that keeps the map's size (``stride`` 1). ``reflect``: the paper's reflection padding (untrained, zero
     padding leaves dark frames around stylised images); ``zeros``: the padding inside the convolution, which an
-    exported graph runs without a Pad node per convolution (trained for it: docs/variational.md, session 13).
+    exported graph runs without a Pad node per convolution (trained for it: docs/variational.md).
     Both have the same parameters, so a checkpoint of one loads into the other."""
     if padding == "reflect":
         return ReflectConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
@@ -130,12 +131,6 @@ class StyleEncoder(nn.Module):
         return mu, logvar
 
 
-def channel_mean_std(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``BxCxHxW`` -> ``Bx2C``: per-channel means then standard deviations (AdaIN's style statistics)."""
-    mean, std = mean_std(x.float(), eps, unbiased=False)
-    return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
-
-
 class VGGStyleEncoder(nn.Module):
     """Es on a frozen VGG-19: channel means and stds of ``layers`` -> MLP -> (mu, logvar).
 
@@ -159,7 +154,7 @@ class VGGStyleEncoder(nn.Module):
             self.head[-1].bias[style_dim:].fill_(logvar_init)
 
     def from_features(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        statistics = torch.cat([channel_mean_std(features[name]) for name in self.layers], dim=1)
+        statistics = torch.cat([mean_std_vector(features[name], eps=1e-6) for name in self.layers], dim=1)
         return self.head(torch.log1p(statistics)).chunk(2, dim=1)
 
     def forward(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,56 +185,20 @@ def contiguous_gradient(x: torch.Tensor) -> torch.Tensor:
     return _ContiguousGradient.apply(x)
 
 
-NORMALISATIONS = ("instance", "actnorm")
-
-
 class AdaIN(nn.Module):
-    """Normalise ``x`` and give it per-channel mean/std from a learned linear map of ``w``.
-
-    ``normalisation``: ``"instance"``, AdaIN's statistics of each image; ``"actnorm"``, per-channel statistics fixed
-    for all images (learned, set from the first training batch as Glow's ActNorm does): no image's statistics set
-    the scale of its own features (the StyleGAN2 paper traces its droplet artefacts to instance norm; here it was
-    not what paints the outlined shapes: docs/variational.md, session 18).
+    """Normalise ``x`` (instance norm) and give it per-channel mean/std from a learned linear map of ``w``.
 
     The std is parameterised as 1 + a, around plain normalisation. The map keeps PyTorch's random init (only the
     bias starts at zero): with a zero map the code has no effect at first, the style encoder gets no
-    gradient through it, and training sits at that saddle learning one average style (seen on the CPU)."""
+    gradient through it, and training sits at that saddle learning one average style."""
 
-    def __init__(self, channels: int, w_dim: int, normalisation: str = "instance"):
+    def __init__(self, channels: int, w_dim: int):
         super().__init__()
-        if normalisation not in NORMALISATIONS:
-            raise ValueError(f"unknown normalisation {normalisation!r} ({', '.join(NORMALISATIONS)})")
-        self.normalisation = normalisation
         self.to_stats = nn.Linear(w_dim, 2 * channels)
         nn.init.zeros_(self.to_stats.bias)
-        if normalisation == "actnorm":
-            self.centre = nn.Parameter(torch.zeros(channels))
-            self.log_scale = nn.Parameter(torch.zeros(channels))
-            self.register_buffer("initialised", torch.tensor(False))
-
-    @torch.no_grad()
-    def initialise(self, x: torch.Tensor) -> None:
-        """Centre and scale from the batch ``x`` (averaged over the processes of a distributed run)."""
-        x = x.detach().float()
-        moments = torch.stack([x.mean((0, 2, 3)), (x * x).mean((0, 2, 3))])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(moments)
-            moments /= torch.distributed.get_world_size()
-        mean, square = moments
-        self.centre.copy_(mean)
-        self.log_scale.copy_(-0.5 * (square - mean * mean).clamp_min(1e-6).log())
-        self.initialised.fill_(True)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         scale, shift = self.to_stats(w).chunk(2, dim=1)
-        if self.normalisation == "actnorm":
-            if self.training and not self.initialised:
-                self.initialise(x)
-            gain = self.log_scale.exp()
-            # one multiply-add per element: (x - centre) * gain * (1 + scale) + shift
-            weight = gain * (1 + scale)
-            bias = shift - self.centre * weight
-            return x * weight[:, :, None, None].to(x.dtype) + bias[:, :, None, None].to(x.dtype)
         # the affine of every (sample, channel) inside instance norm: one pass over x, one op in an ONNX graph
         batch, channels = x.shape[:2]
         normalised = F.instance_norm(x.reshape(1, batch * channels, *x.shape[2:]), weight=(1 + scale).reshape(-1),
@@ -250,10 +209,10 @@ class AdaIN(nn.Module):
 class AdaINResBlock(nn.Module):
     """Bottleneck block of the decoder: (AdaIN -> ReLU -> conv) twice, plus the identity."""
 
-    def __init__(self, channels: int, w_dim: int, padding: str = "reflect", norm: str = "instance"):
+    def __init__(self, channels: int, w_dim: int, padding: str = "reflect"):
         super().__init__()
-        self.norm1, self.conv1 = AdaIN(channels, w_dim, norm), padded_conv(channels, channels, padding=padding)
-        self.norm2, self.conv2 = AdaIN(channels, w_dim, norm), padded_conv(channels, channels, padding=padding)
+        self.norm1, self.conv1 = AdaIN(channels, w_dim), padded_conv(channels, channels, padding=padding)
+        self.norm2, self.conv2 = AdaIN(channels, w_dim), padded_conv(channels, channels, padding=padding)
 
     def start_as_identity(self) -> None:
         """Zero the last conv: the block passes ``x`` through (how a trained decoder grows deeper unchanged)."""
@@ -265,70 +224,23 @@ class AdaINResBlock(nn.Module):
         return x + self.conv2(F.relu(self.norm2(h, w)))
 
 
-PRIME = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
-
-
-def pixel_noise(height: int, width: int, offsets: torch.Tensor) -> torch.Tensor:
-    """``B x 1 x H x W`` noise, uniform with zero mean and unit variance, for integer ``offsets`` (``B x 2``): a hash
-    of the pixel coordinates plus the offsets (affine maps and squares modulo a prime, in int64). Exact integer
-    arithmetic: exported graphs (ONNX, AOTInductor) and PyTorch give the same noise, at any size."""
-    rows = torch.arange(height, device=offsets.device).view(1, 1, height, 1) + offsets[:, :1, None, None]
-    cols = torch.arange(width, device=offsets.device).view(1, 1, 1, width) + offsets[:, 1:, None, None]
-    hashed = (rows * 65_537 + cols) % PRIME
-    for multiplier in (48_271, 69_621):
-        hashed = (hashed * multiplier + 12_345) % PRIME
-        hashed = hashed * hashed % PRIME
-    return (hashed.float() / PRIME - 0.5) * math.sqrt(12.0)
-
-
-class NoiseInjection(nn.Module):
-    """StyleGAN's noise inputs: ``x + strength * noise``, one ``pixel_noise`` map for all channels and a learned
-    strength per channel, starting at 0 (the block's function is unchanged until training finds a use for it).
-    A decoder without it has one source of detail, the photo, and paints the paintings' contrast onto the faint
-    gradients of skies and walls (docs/variational.md, session 18; 200 fine-tuning steps with noise did not change
-    that). Training draws fresh noise per image (random offsets); inference uses offset ``salt``, the same pattern
-    for every image."""
-
-    # Adam moves a parameter by ~lr a step: the gain lets a fine-tune at lr 2e-4 reach strengths of order 1 within a
-    # few hundred steps (StyleGAN's equalised learning rate, for this one parameter)
-    gain = 10.0
-
-    def __init__(self, channels: int, salt: int = 0):
-        super().__init__()
-        self.strength = nn.Parameter(torch.zeros(channels))
-        self.salt = salt
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offsets = (torch.randint(0, 1 << 16, (len(x), 2), device=x.device) if self.training
-                   else torch.full((1, 2), self.salt, device=x.device))
-        noise = pixel_noise(x.shape[-2], x.shape[-1], offsets)
-        return x + (self.gain * self.strength).view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"channels={len(self.strength)}, salt={self.salt}"
-
-
 class UpBlock(nn.Module):
-    """AdaIN -> nearest x2 -> conv (the upsampling convolution) [-> noise]; then, with a skip, concatenate the
-    content encoder's map of that size and fuse with AdaIN -> a ``fuse_kernel`` conv. Every conv sees styled input.
-    ``norm`` / ``fuse_norm``: the ``AdaIN`` normalisation before the upsampling conv / before the fuse conv;
-    ``noise``: a ``NoiseInjection`` after the upsampling conv (``salt``: its pattern at inference)."""
+    """AdaIN -> nearest x2 -> conv (the upsampling convolution); then, with a skip, concatenate the content
+    encoder's map of that size and fuse with AdaIN -> a ``fuse_kernel`` conv. Every conv sees styled input."""
 
     def __init__(self, in_channels: int, out_channels: int, skip_channels: int, w_dim: int, padding: str = "reflect",
-                 fuse_kernel: int = 3, norm: str = "instance", fuse_norm: str = "instance", noise: bool = False,
-                 salt: int = 0):
+                 fuse_kernel: int = 3):
         super().__init__()
-        self.norm_up = AdaIN(in_channels, w_dim, norm)
+        self.norm_up = AdaIN(in_channels, w_dim)
         self.conv_up = padded_conv(in_channels, out_channels, padding=padding)
-        self.noise = NoiseInjection(out_channels, salt) if noise else nn.Identity()
         self.fuse = skip_channels > 0
         if self.fuse:
-            self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim, fuse_norm)
+            self.norm_fuse = AdaIN(out_channels + skip_channels, w_dim)
             self.conv_fuse = padded_conv(out_channels + skip_channels, out_channels, fuse_kernel, padding=padding)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(self.norm_up(x, w), scale_factor=2.0, mode="nearest")
-        x = F.relu(self.noise(self.conv_up(x)))
+        x = F.relu(self.conv_up(x))
         if self.fuse:
             x = F.relu(self.conv_fuse(self.norm_fuse(torch.cat([x, skip], dim=1), w)))
         return x
@@ -356,24 +268,20 @@ class Decoder(nn.Module):
     """Bottleneck AdaIN residual blocks at the code's resolution, then one ``UpBlock`` per level (with
     the matching content skip when ``skips``), then a ``rgb_kernel`` conv to RGB and a sigmoid (output in [0, 1]).
     ``full_res_fuse_kernel``: the kernel of the last, full-resolution fuse conv (1: a tenth of its multiply-adds, where
-    the decoder spends most of its time; the conv before it keeps a 3x3 view). ``norm``: the bottleneck's
-    ``AdaIN`` normalisation, ``up_norm`` (None: ``norm``) the up blocks', ``fuse_norm`` (None: ``up_norm``) that of
-    their fusions with the skips. ``noise``: noise inputs after each upsampling conv (``NoiseInjection``)."""
+    the decoder spends most of its time; the conv before it keeps a 3x3 view)."""
 
     def __init__(self, widths: list[int], style_dim: int, bottleneck_blocks: int = 2, skips: bool = True,
                  mapping_layers: int = 2, mapping_hidden: int = 128, padding: str = "reflect", rgb_kernel: int = 7,
-                 full_res_fuse_kernel: int = 3, norm: str = "instance", up_norm: str | None = None,
-                 fuse_norm: str | None = None, noise: bool = False):
+                 full_res_fuse_kernel: int = 3):
         super().__init__()
         self.mapping = MappingNetwork(style_dim, mapping_hidden, mapping_layers)
         w_dim = self.mapping.out_dim
-        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding, norm)
+        self.bottleneck = nn.ModuleList(AdaINResBlock(widths[-1], w_dim, padding)
                                         for _ in range(bottleneck_blocks))
         # Up blocks go coarse -> fine: from level l+1 to level l, taking skip l.
-        up_norm = up_norm or norm
         self.ups = nn.ModuleList(
             UpBlock(widths[level + 1], widths[level], widths[level] if skips else 0, w_dim, padding,
-                    full_res_fuse_kernel if level == 0 else 3, up_norm, fuse_norm or up_norm, noise, 1000 * level)
+                    full_res_fuse_kernel if level == 0 else 3)
             for level in reversed(range(len(widths) - 1)))
         self.to_rgb = padded_conv(widths[0], 3, rgb_kernel, 1, padding)
 
@@ -406,9 +314,7 @@ class VariationalStyleNet(nn.Module):
                  content_norm: str = "instance", style_norm: str = "none", style_pooling: str = "mean_std",
                  style_width: int | None = None, mapping_layers: int = 2, mapping_hidden: int = 128,
                  logvar_init: float = -4.0, style_encoder: str = "learned", style_vgg_weights: str = "caffe",
-                 padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3,
-                 decoder_norm: str = "instance", up_norm: str | None = None, fuse_norm: str | None = None,
-                 noise: bool = False):
+                 padding: str = "reflect", rgb_kernel: int = 7, stem_kernel: int = 7, full_res_fuse_kernel: int = 3):
         super().__init__()
         self.style_dim = style_dim
         self.multiple = 2 ** downsamplings
@@ -422,8 +328,7 @@ class VariationalStyleNet(nn.Module):
         else:
             raise ValueError(f"unknown style_encoder {style_encoder!r} (learned, vgg)")
         self.decoder = Decoder(self.content_encoder.widths, style_dim, bottleneck_blocks, skips,
-                               mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel,
-                               decoder_norm, up_norm, fuse_norm, noise)
+                               mapping_layers, mapping_hidden, padding, rgb_kernel, full_res_fuse_kernel)
 
     def encode_style(self, style: torch.Tensor, vgg_features: dict[str, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:

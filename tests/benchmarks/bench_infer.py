@@ -24,7 +24,8 @@ from torch import nn
 from nststyle.features import VGGEncoder
 from nststyle.models.inverse import InverseNet
 from nststyle.models.variational import VariationalStyleNet
-from nststyle.swap import adain, style_swap
+from nststyle.statistics import mean_std
+from nststyle.swap import style_swap
 
 
 def adain_decoder() -> nn.Sequential:
@@ -35,6 +36,13 @@ def adain_decoder() -> nn.Sequential:
     up = nn.Upsample(scale_factor=2, mode="nearest")
     return nn.Sequential(*conv(512, 256), up, *conv(256, 256), *conv(256, 256), *conv(256, 256), *conv(256, 128),
                          up, *conv(128, 128), *conv(128, 64), up, *conv(64, 64), *conv(64, 3, relu=False))
+
+
+def adain(content_features, style_features, eps=1e-5):
+    """Huang & Belongie's AdaIN: the content features with the style's channel means and stds."""
+    content_mean, content_std = mean_std(content_features, eps)
+    style_mean, style_std = mean_std(style_features, eps)
+    return (content_features - content_mean) / content_std * style_std + style_mean
 
 
 class PlainAdaIN(nn.Module):

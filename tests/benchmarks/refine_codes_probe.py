@@ -5,7 +5,7 @@ photo at ``--work-size`` with Adam on the evaluation's own distances (style + ``
 content, ``nststyle.metrics``), starting from the encoder's code, then decode the photo at 384 px and
 score it beside the unrefined output. The decoder and encoders stay as shipped. It is a diagnostic
 (seconds per image), not an inference mode: it says whether the gap to the Magenta model sits in the
-decoder or in the codes (docs/variational.md, session 6).
+decoder or in the codes (docs/variational.md).
 
     python tests/benchmarks/refine_codes_probe.py [--steps 20] [--lr 0.1] [--content-weight 0.02]
                                                   [--work-size 192] [--pairs 42]
@@ -22,7 +22,8 @@ import torch
 from nststyle.evaluate import MULTIPLE, holdout_pairs
 from nststyle.features import STYLE_LAYERS
 from nststyle.images import load_image, resize_max
-from nststyle.metrics import METRIC_CONTENT_LAYER, METRICS, StyleMetrics, _mean_std_vector, relative_gap
+from nststyle.metrics import METRIC_CONTENT_LAYER, METRICS, StyleMetrics, relative_gap
+from nststyle.statistics import mean_std_vector
 from nststyle.stylize import load_stylizer
 
 IMAGES = Path(__file__).resolve().parents[2] / "../shared/images"
@@ -36,7 +37,7 @@ def refined_code(net, metrics, photo, painting_statistics, w, steps, lr, content
     optimizer = torch.optim.Adam([w], lr=lr)
     for _ in range(steps):
         output = metrics.encoder(net.decoder.synthesize(features, w))
-        style = torch.stack([relative_gap(_mean_std_vector(output[name]), painting_statistics[name])
+        style = torch.stack([relative_gap(mean_std_vector(output[name]), painting_statistics[name])
                              for name in STYLE_LAYERS]).mean()
         content = relative_gap(output[METRIC_CONTENT_LAYER].float(), photo_content).mean()
         optimizer.zero_grad()
@@ -64,7 +65,7 @@ def main() -> None:
         photo, painting = load_image(pair.content, 384, MULTIPLE)[None], load_image(pair.style, 384)[None]
         with torch.no_grad():
             w = net.decoder.mapping(stylizer.style_code(resize_max(painting, stylizer.style_size)))
-            target = {name: _mean_std_vector(value) for name, value in metrics.encode(painting).items()}
+            target = {name: mean_std_vector(value) for name, value in metrics.encode(painting).items()}
         start = time.perf_counter()
         small = resize_max(photo, args.work_size, MULTIPLE)
         better = refined_code(net, metrics, small, target, w, args.steps, args.lr, args.content_weight)
