@@ -14,7 +14,7 @@ All distances are relative, so they read the same at any image size and for any 
   magnitude of the luminance at half size, averaged over cells of 4 x 4 of those pixels), 0 when the output
   keeps every edge of the photo and adds none. It sees what the VGG figures do not: shapes painted over
   the photo (blobs, smears) and lost outlines, whatever the colours; fine texture within a cell hardly
-  moves it (on the held-back pairs the Magenta model scores 0.315; docs/variational.md).
+  moves it (on the held-back pairs the Magenta model scores 0.315; docs/models/variational.md).
 
 - ``local``: the local style distance (``local_style_distance``): every 8 x 8 window of relu2_1 and relu3_1
   positions (stride 4) against its nearest window of the painting, and back. A flat shape in the painting's
@@ -26,7 +26,7 @@ All distances are relative, so they read the same at any image size and for any 
 ``stability_gain`` (the evaluation's ``stability=true``): how far an output moves when its photo's tones move
 by a faint smooth ``low_frequency_change`` (+-0.05), as the mean squared change of the output over that of the
 photo. A system that paints the paintings' contrast onto the faint gradients of skies and walls moves a lot:
-that is where outlined shapes at the same places whatever the painting come from (docs/variational.md;
+that is where outlined shapes at the same places whatever the painting come from (docs/models/variational.md;
 Gupta et al. 2017 on the stability of style transfer).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A variational model's style code refined for one painting: a quality mode, seconds once per painting.
 
 The style encoder predicts a painting's code in one pass, from ~100 training paintings; the decoder can
-do better with a better code (docs/variational.md). ``refine_style_code`` starts from the
+do better with a better code (docs/models/variational.md). ``refine_style_code`` starts from the
 mapped code ``w`` (what every AdaIN layer reads) and minimises, with L-BFGS, the evaluation's own style
 distance (``nststyle.metrics``: per VGG layer, the relative gap of channel means and stds) of three stylised
 photos against the painting, each scored after the model's colour shift, plus a little of their structure
@@ -12,7 +12,7 @@ evaluations of the objective (one forward and backward pass over the three photo
 follows.
 
 Why L-BFGS on ``w``: it lowers the evaluation's style distance below the encoder's codes (figures in
-docs/variational.md, ``python infer.py mode=evaluate systems=[variational] refine_steps=30``) in ~21 s per
+docs/models/variational.md, ``python infer.py mode=evaluate systems=[variational] refine_steps=30``) in ~21 s per
 painting on one CPU thread under bfloat16 autocast, then ~0.17 s per photo as before; Adam needed more time
 for less.
 """
@@ -35,13 +35,13 @@ LBFGS_HISTORY = 10
 # The targets are the painting at the scale it is given, which callers make the output's (infer.py reads
 # photos and paintings at max_size, the evaluation at 384 px): a result's strokes have the pixel scale of the
 # decoder whatever the photo's size, so only the painting's scale sets the target. Against the painting at
-# the code's 192 px the same steps paint bolder for a worse style (docs/variational.md). The
+# the code's 192 px the same steps paint bolder for a worse style (docs/models/variational.md). The
 # photos are stylised at half the painting's longer side, at most ``MAX_PHOTO_SIZE``: the cost per step.
 PHOTO_SCALE = 1 / 2
 MAX_PHOTO_SIZE = 192
 # Weight of the evaluation's structure distance of each photo's result to the photo, beside its style distance.
 # More of it trades style for structure; 0.02 keeps all five figures of the shipped weights below the Magenta
-# model's (docs/variational.md).
+# model's (docs/models/variational.md).
 STRUCTURE_WEIGHT = 0.02
 
 

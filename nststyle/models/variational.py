@@ -42,7 +42,7 @@ def padded_conv(in_channels: int, out_channels: int, kernel_size: int = 3, strid
                 padding: str = "reflect") -> nn.Conv2d:
     """A conv that keeps the map's size (``stride`` 1). ``reflect``: the paper's reflection padding (untrained, zero
     padding leaves dark frames around stylised images); ``zeros``: the padding inside the convolution, which an
-    exported graph runs without a Pad node per convolution (trained for it: docs/variational.md).
+    exported graph runs without a Pad node per convolution (trained for it: docs/models/variational.md).
     Both have the same parameters, so a checkpoint of one loads into the other."""
     if padding == "reflect":
         return ReflectConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
@@ -136,7 +136,7 @@ class VGGStyleEncoder(nn.Module):
 
     The paper's Es learns its features from scratch; this one starts from VGG statistics (what AdaIN
     transfers; the Magenta model's style-prediction network is pretrained too), so codes describe the
-    style from the first step (docs/variational.md: the code matters from step 100 on, where the learned
+    style from the first step (docs/models/variational.md: the code matters from step 100 on, where the learned
     Es started near indifference). Training passes the style's VGG features, which the style loss computes anyway, to
     ``from_features``: no second VGG pass. The VGG weights are part of the state dict (frozen)."""
 

@@ -5,7 +5,7 @@ photo at ``--work-size`` with Adam on the evaluation's own distances (style + ``
 content, ``nststyle.metrics``), starting from the encoder's code, then decode the photo at 384 px and
 score it beside the unrefined output. The decoder and encoders stay as shipped. It is a diagnostic
 (seconds per image), not an inference mode: it says whether the gap to the Magenta model sits in the
-decoder or in the codes (docs/variational.md).
+decoder or in the codes (docs/models/variational.md).
 
     python tests/benchmarks/refine_codes_probe.py [--steps 20] [--lr 0.1] [--content-weight 0.02]
                                                   [--work-size 192] [--pairs 42]

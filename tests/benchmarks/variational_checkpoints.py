@@ -10,7 +10,7 @@ photos x paintings and prints:
   nothing.
 - the *out-of-palette share*: the fraction of output pixels whose colour is farther than ``--palette-distance``
   (RGB, 0-1 scale) from every colour of both the photo and the painting. Blobs of a colour that neither input
-  has, such as the saturated red spots of docs/variational.md, show up here. Plain stylisation stays near 0.
+  has, such as the saturated red spots of docs/models/variational.md, show up here. Plain stylisation stays near 0.
 """
 from __future__ import annotations
 
