@@ -31,12 +31,15 @@ from pathlib import Path
 import torch
 from torchvision.transforms.functional import to_pil_image
 
+from .drivers import colour_matched
+from .errors import StylizeError
 from .features import WeightsUnavailableError
 from .images import ImageError, load_image, open_image
+from .loading import load_stylizer
 from .losses import STYLE_LOSSES
 from .optimize import resolve_device, stylize_by_optimization
 from .sample_set import content_images, style_images
-from .stylize import StylizeError, Stylizer, _colour_matched, load_stylizer
+from .stylizers import Stylizer
 from .video import DEFAULT_CONSISTENCY, run_video
 
 # gradio reports usage and checks for updates at start-up unless told not to; set before importing it
@@ -141,7 +144,7 @@ def feedforward_result(model: str, photo: str, paintings: list[str], strength: f
     stylizer = cached_stylizer(model, REFINE_STEPS if refine and model == "variational" else 0)
     content = read_upload(photo, max_size, stylizer.multiple)
     # paintings come at the photo's scale; the model reads them at its style_size, as in infer.py
-    styles = [_colour_matched(read_upload(path, max_size), content, preserve_color)
+    styles = [colour_matched(read_upload(path, max_size), content, preserve_color)
               for path in paintings]
     progress(0.5, desc="stylising")
     if model == "variational":

@@ -34,7 +34,8 @@ from .images import ImageError, list_images, load_image, match_color, save_grid,
 from .metrics import METRICS, STYLE_BY_LAYER, StyleMetrics, invented_edges, low_frequency_change, stability_gain
 from .optimize import stylize_by_optimization
 from .splits import KINDS, read_holdout
-from .stylize import EXPORTED_SUFFIXES, load_stylizer
+from .export import EXPORTED_SUFFIXES
+from .loading import load_stylizer
 
 STABILITY_FIGURES = ("stability", "invented_edges")  # with stability=True
 

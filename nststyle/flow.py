@@ -10,8 +10,12 @@ for video style transfer.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+try:  # optional (pip install "nststyle[video]"); nststyle.video says so when it is missing
+    import cv2
+except ImportError:
+    cv2 = None
 
 # the forward-backward check passes a pixel when |f + b|^2 <= RELATIVE * (|f|^2 + |b|^2) + ABSOLUTE
 # (Ruder et al.): a flow that goes there and back again lands near where it started
@@ -27,8 +31,9 @@ def grey(frame: np.ndarray) -> np.ndarray:
 class FlowEstimator:
     """DIS optical flow between greyscale frames; one instance keeps its buffers between calls."""
 
-    def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
-        self.dis = cv2.DISOpticalFlow_create(preset)
+    def __init__(self, preset: str = "MEDIUM"):
+        """``preset``: ULTRAFAST, FAST or MEDIUM (OpenCV's DIS presets)."""
+        self.dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset}"))
 
     def __call__(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
         """The flow from ``source`` to ``target`` (both ``HxW`` uint8)."""

@@ -18,8 +18,6 @@ from .loading import load_stylizer
 from .stylizers import (PRECISIONS, STYLIZERS, InverseStylizer, Stylizer, VariationalStylizer, default_device,
                         register, slerp)
 
-_colour_matched = colour_matched  # the name nststyle.demo imports
-
 __all__ = ["COLOUR_CARD", "EXPORTED_SUFFIXES", "METADATA_KEY", "PRECISIONS", "STYLIZERS", "ExportedStylizer",
            "InverseStylizer", "StylizeError", "Stylizer", "VariationalStylizer", "Written", "colour_matched",
            "default_device", "load_net_state", "load_stylizer", "read_checkpoint", "register", "run_interpolate",

@@ -30,17 +30,23 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+try:  # optional (pip install "nststyle[video]"): without them the rest of nststyle works and video says so
+    import av
+    import cv2
+except ImportError:
+    av = cv2 = None
+
 from .flow import FlowEstimator, grey, occlusion_free, warp
 from .images import IMAGE_SUFFIXES, MIN_SIDE, ImageError, list_images, load_image, match_color, open_image
-from .stylize import StylizeError, Stylizer, VariationalStylizer, output_path
+from .drivers import output_path
+from .errors import StylizeError
+from .stylizers import Stylizer, VariationalStylizer
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif")
 # the encoder and its options per output container; yuv420p (what players expect) needs even sides
@@ -441,6 +447,8 @@ def run_video(stylizer: Stylizer, content, styles, output, mode: str = "stylize"
     """Every clip of ``content`` (a clip, a folder of frames, or a folder of clips) in the style of ``styles``
     (one painting for ``mode=stylize``, several for ``mode=mix``). One clip writes exactly ``output``; a folder
     of clips writes ``<output stem>_<clip stem><output suffix>`` and goes on past clips that cannot be read."""
+    if av is None or cv2 is None:
+        raise VideoError('video needs PyAV and OpenCV: pip install -e ".[video]"')
     start = time.perf_counter()
     TemporalBlend(consistency)  # a bad value is refused before any work
     content, output = Path(content), Path(output)

@@ -266,3 +266,11 @@ def test_audio_a_container_cannot_take_is_one_line_and_leaves_nothing(stylizer, 
     with pytest.raises(VideoError, match="cannot copy the clip's aac audio"):
         run_video(stylizer, clip, [painting], tmp_path / "out.webm", progress=False)  # webm: opus or vorbis only
     assert leftovers(tmp_path, {"clip.mp4"}) == []
+
+
+def test_without_the_video_extra_a_clip_request_says_what_to_install(monkeypatch, tmp_path):
+    import nststyle.video as video
+
+    monkeypatch.setattr(video, "av", None)
+    with pytest.raises(video.VideoError, match=r"pip install -e \"\.\[video\]\""):
+        video.run_video(None, tmp_path / "clip.mp4", [], tmp_path / "out.mp4")
