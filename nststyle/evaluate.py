@@ -287,14 +287,16 @@ def summary_table(summary: list[dict], size: int, pairs: int) -> str:
     lines = [f"Means over {pairs} pairs at {size} px (seconds: median per image, {torch.get_num_threads()} threads).",
              "Content: relative squared relu4_1 change. Style: normalised gap of channel means/stds, "
              "relu1_1..relu5_1. Local: each 8x8 window of relu2_1/relu3_1 to its nearest painting window and back. "
+             "Flat: share of those windows flatter than the painting's lower quartile (the painting itself: 0.25). "
              "Gram, W2: relative gaps on the same layers. Structure: 1 - correlation of the "
              "photo's and the output's edge maps. Lower is closer.", "",
-             "| system | pairs | content | style | local | gram | w2 | structure | s / image |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| system | pairs | content | style | local | flat | gram | w2 | structure | s / image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary:
         failed = f" ({row['failed']} failed)" if row["failed"] else ""
         lines.append(f"| {row['system']} | {row['pairs']}{failed} | {row['content']:.3f} | {row['style']:.3f} | "
-                     f"{row['local']:.3f} | {row['gram']:.3f} | {row['w2']:.3f} | {row['structure']:.3f} | {row['seconds']:.3f} |")
+                     f"{row['local']:.3f} | {row['flat']:.3f} | {row['gram']:.3f} | {row['w2']:.3f} | "
+                     f"{row['structure']:.3f} | {row['seconds']:.3f} |")
     layers = [name.removeprefix("style_") for name in STYLE_BY_LAYER]
     lines += ["", "Style per layer (the style figure is their mean):", "",
               "| system | " + " | ".join(layers) + " |", "|---" * (len(layers) + 1) + "|"]

@@ -21,6 +21,10 @@ All distances are relative, so they read the same at any image size and for any 
   colours has the painting's global statistics but matches no window of a painting made of texture: the
   global figures miss blobs, this one sees them.
 
+- ``flat``: the share of the output's 8 x 8 windows (relu2_1 and relu3_1) whose texture energy (mean channel std)
+  is below the painting's lower quartile (``flat_window_share``): 0.25 for the painting's own windows, more for
+  flat shapes painted where the painting has texture, less for texture everywhere.
+
 ``StyleMetrics`` encodes each painting once per call and each output once for all five figures.
 
 ``stability_gain`` (the evaluation's ``stability=true``): how far an output moves when its photo's tones move
@@ -42,7 +46,7 @@ from .losses import W2Loss, mean_and_gram, positions
 from .statistics import mean_std_vector
 
 METRIC_CONTENT_LAYER = "relu4_1"
-METRICS = ("content", "style", "local", "gram", "w2", "structure")
+METRICS = ("content", "style", "local", "flat", "gram", "w2", "structure")
 LOCAL_LAYERS = ("relu2_1", "relu3_1")
 # the style figure per layer, as well (where a system's gap lives: strokes at relu3_1, palette at relu1_1)
 STYLE_BY_LAYER = tuple(f"style_{name}" for name in STYLE_LAYERS)
@@ -147,8 +151,26 @@ def local_style_distance(output_features: dict[str, torch.Tensor], painting_feat
     return torch.stack(gaps).mean(0)
 
 
+def window_energy(features: torch.Tensor, window: int = 8, stride: int = 4) -> torch.Tensor:
+    """``B x C x H x W`` -> ``B x N``: the mean over channels of each window's standard deviation (its texture)."""
+    statistics = window_statistics(features, window, stride)
+    return statistics[..., statistics.shape[-1] // 2:].mean(-1)
+
+
+def flat_window_share(output_features: dict[str, torch.Tensor], painting_features: dict[str, torch.Tensor],
+                      layers: tuple[str, ...] = LOCAL_LAYERS) -> torch.Tensor:
+    """Per sample (``B``), averaged over ``layers``: the share of the output's windows flatter than the painting's
+    lower quartile of ``window_energy``. Flat shapes with outlines pass the nearest-window figure (a painting has
+    flat windows and edges too) but raise this share; the painting itself scores 0.25."""
+    shares = []
+    for name in layers:
+        quartile = window_energy(painting_features[name]).float().quantile(0.25, dim=1, keepdim=True)
+        shares.append((window_energy(output_features[name]) < quartile).float().mean(1))
+    return torch.stack(shares).mean(0)
+
+
 class StyleMetrics(nn.Module):
-    """``metrics(output, photo, painting) -> {"content", "style", "local", "gram", "w2", "structure", "style_relu1_1", ...,
+    """``metrics(output, photo, painting) -> {"content", "style", "local", "flat", "gram", "w2", "structure", "style_relu1_1", ...,
     "style_relu5_1"}`` (floats; ``style`` is the mean of the last five).
 
     ``output`` and ``photo`` are ``1x3xHxW`` in [0, 1] (``output`` is resized to the photo's size when
@@ -201,6 +223,7 @@ class StyleMetrics(nn.Module):
         figures = {"content": float(relative_gap(out[METRIC_CONTENT_LAYER], photo["content"]).mean())}
         figures.update({name: float(torch.stack(values).mean()) for name, values in per_layer.items()})
         figures["local"] = float(local_style_distance(out, painting["features"]).mean())
+        figures["flat"] = float(flat_window_share(out, painting["features"]).mean())
         edges = edge_map(output.to(self.device).clamp(0, 1).float())
         figures["structure"] = float(_edge_gap(edges, photo["edges"]).mean())
         figures.update({f"style_{name}": float(gap.mean()) for name, gap in zip(STYLE_LAYERS, per_layer["style"])})

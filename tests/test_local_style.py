@@ -3,7 +3,7 @@ sees flat shapes which the global statistics let pass, and its use as a training
 import torch
 
 from nststyle.lit.variational import VariationalStyleTransfer
-from nststyle.metrics import LOCAL_LAYERS, local_style_distance, relative_gap, window_statistics
+from nststyle.metrics import LOCAL_LAYERS, flat_window_share, local_style_distance, relative_gap, window_statistics
 
 TINY = dict(style_dim=4, width=8, max_width=16, downsamplings=2, bottleneck_blocks=1, mapping_layers=1,
             mapping_hidden=16)
@@ -78,3 +78,15 @@ def test_the_training_term_adds_the_local_figure_and_trains_the_decoder():
     terms["loss"].backward()
     grads = [p.grad for p in module.net.decoder.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_flat_share_is_a_quarter_for_the_painting_and_high_for_flat_blocks():
+    torch.manual_seed(3)
+    texture = torch.rand(1, 8, 48, 48) * torch.linspace(0.2, 1.0, 48)  # texture of varying strength
+    painting = {name: texture for name in LOCAL_LAYERS}
+    own = float(flat_window_share(painting, painting))
+    assert abs(own - 0.25) < 0.05
+    blocks = texture[..., ::16, ::16].repeat_interleave(16, -1).repeat_interleave(16, -2)
+    assert float(flat_window_share({name: blocks for name in LOCAL_LAYERS}, painting)) > 0.5
+    busier = {name: torch.rand(1, 8, 48, 48) for name in LOCAL_LAYERS}  # strong texture everywhere
+    assert float(flat_window_share(busier, painting)) < own
