@@ -18,14 +18,14 @@ All distances are relative, so they read the same at any image size and for any 
 
 - ``local``: the local style distance (``local_style_distance``): every 8 x 8 window of relu2_1 and relu3_1
   positions (stride 4) against its nearest window of the painting, and back. A flat shape in the painting's
-  colours has the painting's global statistics but matches no window of a painting made of texture: the
-  global figures miss blobs, this one sees them.
+  colours has the painting's global statistics; yet a painting has flat windows and edges too, so the nearest
+  windows forgive such shapes (on the held-back pairs it ties the Magenta model and the variational model).
 
 - ``flat``: the share of the output's 8 x 8 windows (relu2_1 and relu3_1) whose texture energy (mean channel std)
   is below the painting's lower quartile (``flat_window_share``): 0.25 for the painting's own windows, more for
   flat shapes painted where the painting has texture, less for texture everywhere.
 
-``StyleMetrics`` encodes each painting once per call and each output once for all five figures.
+``StyleMetrics`` encodes each painting once per call and each output once for all its figures.
 
 ``stability_gain`` (the evaluation's ``stability=true``): how far an output moves when its photo's tones move
 by a faint smooth ``low_frequency_change`` (+-0.05), as the mean squared change of the output over that of the
@@ -170,7 +170,8 @@ def flat_window_share(output_features: dict[str, torch.Tensor], painting_feature
 
 
 class StyleMetrics(nn.Module):
-    """``metrics(output, photo, painting) -> {"content", "style", "local", "flat", "gram", "w2", "structure", "style_relu1_1", ...,
+    """``metrics(output, photo, painting) -> {"content", "style", "local", "flat", "gram", "w2", "structure",
+    "style_relu1_1", ...,
     "style_relu5_1"}`` (floats; ``style`` is the mean of the last five).
 
     ``output`` and ``photo`` are ``1x3xHxW`` in [0, 1] (``output`` is resized to the photo's size when

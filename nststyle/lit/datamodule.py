@@ -104,7 +104,8 @@ class StyleTransferDataModule(L.LightningDataModule):
                 for part, files in (("train", training), ("holdout", held_back)):
                     # small shards, so that every (rank, worker) reader gets its own; ~64 of them for large sets
                     make_shards(files, self._split_cache(kind, part), prefix=kind, size=self.hparams.shard_size,
-                                shard_count=max(8, len(files) // 64), workers=self.hparams.shard_workers, on_mismatch="rebuild")
+                                shard_count=max(8, len(files) // 64), workers=self.hparams.shard_workers,
+                                on_mismatch="rebuild")
 
     def check_sources(self) -> None:
         """Fail fast (``FileNotFoundError`` or ``NoImagesError``, one line) when an input that nothing will
