@@ -171,8 +171,7 @@ def flat_window_share(output_features: dict[str, torch.Tensor], painting_feature
 
 class StyleMetrics(nn.Module):
     """``metrics(output, photo, painting) -> {"content", "style", "local", "flat", "gram", "w2", "structure",
-    "style_relu1_1", ...,
-    "style_relu5_1"}`` (floats; ``style`` is the mean of the last five).
+    "style_relu1_1", ..., "style_relu5_1"}`` (floats; ``style`` is the mean of the last five).
 
     ``output`` and ``photo`` are ``1x3xHxW`` in [0, 1] (``output`` is resized to the photo's size when
     it differs); ``painting`` may have any size. ``photo`` and ``painting`` may also be what
